@@ -1,0 +1,123 @@
+//! Criterion benches of the decoder's hot paths, from memory (no I/O): FSE decode, park
+//! decode, one quality lookup, one full proof, verify. Needs the fixture plots
+//! (`scripts/make-fixtures.sh`).
+
+use std::path::PathBuf;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use plot_format::layout::Geometry;
+use plot_format::{drive, fse, park, Goal, Mode, Plot, PlotOpener};
+
+struct Sample {
+    bytes: Vec<u8>,
+    plot: Plot,
+}
+
+fn sample() -> Sample {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir =
+        std::env::var_os("HARVESTER_FIXTURES").map(PathBuf::from).unwrap_or(root.join("fixtures"));
+    let path = std::fs::read_dir(dir.join("plots"))
+        .expect("fixtures exist: run scripts/make-fixtures.sh")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("k18")))
+        .min()
+        .expect("a k18 fixture plot");
+    let bytes = std::fs::read(&path).expect("readable fixture");
+    let mut opener = PlotOpener::new(bytes.len() as u64);
+    let plot = loop {
+        let r = opener.next_read();
+        if let Some(plot) =
+            opener.supply(&bytes[r.offset as usize..r.end() as usize]).expect("opens")
+        {
+            break plot;
+        }
+    };
+    Sample { bytes, plot }
+}
+
+fn run(s: &Sample, challenge: &[u8; 32], goal: Goal, mode: Mode, buf: &mut Vec<u8>) -> usize {
+    let mut lookup = s.plot.lookup(challenge, goal, mode);
+    drive(&mut lookup, buf, |r, buf| {
+        buf.extend_from_slice(&s.bytes[r.offset as usize..r.end() as usize]);
+        Ok::<(), ()>(())
+    })
+    .expect("memory reads");
+    lookup.into_outcome().map_or(0, |o| o.map_or(0, |f| f.len()))
+}
+
+fn challenges(n: u32) -> Vec<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    (0..n).map(|i| Sha256::digest(i.to_be_bytes()).into()).collect()
+}
+
+fn benches(c: &mut Criterion) {
+    let s = sample();
+    let g = Geometry::new(s.plot.k());
+    let t = *s.plot.tables();
+    // Park 3 of table 1: a full park with 2047 deltas.
+    let park_bytes = g.park_bytes(1) as usize;
+    let start = t.table_start(1) as usize + 3 * park_bytes;
+    let park = &s.bytes[start..start + park_bytes];
+    let size_at = (g.line_point_bytes() + g.stubs_bytes()) as usize;
+    let size = u16::from_le_bytes([park[size_at], park[size_at + 1]]) as usize;
+    let stream = &park[size_at + 2..size_at + 2 + size];
+
+    let mut group = c.benchmark_group("decode");
+    group.bench_function("fse_full_park_2047_symbols", |b| {
+        let mut out = [0u8; 2047];
+        b.iter(|| {
+            fse::decode(fse::park_table(1), black_box(stream), 2047, &mut out).expect("valid")
+        })
+    });
+    group.bench_function("park_line_point_last_entry", |b| {
+        b.iter(|| park::line_point_at(black_box(park), g, 1, Mode::Complete, 2047).expect("valid"))
+    });
+    group.bench_function("park_line_point_middle_entry", |b| {
+        b.iter(|| park::line_point_at(black_box(park), g, 1, Mode::Complete, 1024).expect("valid"))
+    });
+    group.finish();
+
+    let set = challenges(256);
+    let mut buf = Vec::new();
+    let mut group = c.benchmark_group("lookup_from_memory");
+    for (name, goal, mode) in [
+        ("quality_chiapos", Goal::Qualities, Mode::Chiapos),
+        ("quality_complete", Goal::Qualities, Mode::Complete),
+        ("qualities_and_proofs_complete", Goal::QualitiesAndProofs, Mode::Complete),
+    ] {
+        let mut i = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) % set.len();
+                run(&s, &set[i], goal, mode, &mut buf)
+            })
+        });
+    }
+    group.finish();
+
+    // Verify: the proofs of the sample challenges.
+    let mut proofs = Vec::new();
+    for ch in &set {
+        let mut lookup = s.plot.lookup(ch, Goal::QualitiesAndProofs, Mode::Complete);
+        drive(&mut lookup, &mut buf, |r, buf| {
+            buf.extend_from_slice(&s.bytes[r.offset as usize..r.end() as usize]);
+            Ok::<(), ()>(())
+        })
+        .expect("memory reads");
+        for f in lookup.into_outcome().expect("done").expect("found") {
+            proofs.push((*ch, f.proof.expect("asked")));
+        }
+    }
+    let mut i = 0;
+    c.bench_function("verify_proof", |b| {
+        b.iter(|| {
+            i = (i + 1) % proofs.len();
+            let (ch, proof) = &proofs[i];
+            plot_format::verify::validate_proof(s.plot.id(), s.plot.k(), ch, proof).expect("valid")
+        })
+    });
+}
+
+criterion_group!(name = decoder; config = Criterion::default().sample_size(30); targets = benches);
+criterion_main!(decoder);

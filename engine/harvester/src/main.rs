@@ -1,0 +1,124 @@
+//! `harvester`: the plot tools (`prove`, `verify`, `check`), and later the daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod check;
+mod hexarg;
+mod plot_file;
+mod prove;
+
+#[derive(Parser)]
+#[command(name = "harvester", version, about = "A proof-of-space harvester for chiapos v1 plots")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub(crate) enum ModeArg {
+    /// Every table-7 entry of the challenge, also those chiapos misses (a superset).
+    Complete,
+    /// Exactly chiapos' answers and proof indices.
+    Chiapos,
+}
+
+impl From<ModeArg> for plot_format::Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Complete => plot_format::Mode::Complete,
+            ModeArg::Chiapos => plot_format::Mode::Chiapos,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Look up challenges in plots; one JSON object per quality found, on stdout.
+    Prove {
+        /// Plot files.
+        #[arg(required = true)]
+        plots: Vec<PathBuf>,
+        /// Hex challenges (32 bytes), one per line.
+        #[arg(long)]
+        challenges_file: PathBuf,
+        /// Also fetch the full proof of every quality.
+        #[arg(long)]
+        proofs: bool,
+        #[arg(long, value_enum, default_value_t = ModeArg::Complete)]
+        mode: ModeArg,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Verify one proof; prints the quality and exits 0, or the reason and exits 1.
+    Verify {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        k: u8,
+        #[arg(long)]
+        challenge: String,
+        #[arg(long)]
+        proof: String,
+    },
+    /// Check plots (files or folders, recursively), like `chia plots check`.
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Challenges looked up per plot.
+        #[arg(long, default_value_t = 30)]
+        challenges: u32,
+        #[arg(long, value_enum, default_value_t = ModeArg::Complete)]
+        mode: ModeArg,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Prove { plots, challenges_file, proofs, mode, threads } => {
+            prove::run(&plots, &challenges_file, proofs, mode.into(), threads)
+        }
+        Command::Verify { id, k, challenge, proof } => verify(&id, k, &challenge, &proof),
+        Command::Check { paths, challenges, mode, threads } => {
+            check::run(&paths, challenges, mode.into(), threads)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("harvester: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn verify(id: &str, k: u8, challenge: &str, proof: &str) -> Result<ExitCode, String> {
+    let id = hexarg::bytes32("--id", id)?;
+    let challenge = hexarg::bytes32("--challenge", challenge)?;
+    let proof = hex::decode(proof.trim()).map_err(|e| format!("--proof: not hex: {e}"))?;
+    match plot_format::verify::validate_proof(&id, k, &challenge, &proof) {
+        Ok(quality) => {
+            println!("{}", hex::encode(quality));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(reason) => {
+            println!("invalid proof: {reason}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Threads to use: the option, else one per core.
+pub(crate) fn worker_threads(option: Option<usize>) -> usize {
+    option
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+        .max(1)
+}

@@ -1,0 +1,617 @@
+//! Lookups as sans-IO state machines (`plot-format.md` §11 to §13).
+//!
+//! A lookup proceeds in rounds. Each round hands out one or more [`ReadRequest`]s
+//! ([`Lookup::reads`]); the driver answers each with [`Lookup::supply`], in any order. When the
+//! last read of a round arrives the lookup decodes and starts the next round, until
+//! [`Lookup::outcome`] is set. Reads of one round are independent, so a driver may issue them
+//! all at once: a full proof takes 3 rounds to reach P7 and then one round per table
+//! (1, 2, 4, ... 32 reads), instead of 66 serial reads.
+
+use crate::bits::get_bits;
+use crate::error::PlotError;
+use crate::layout::{
+    Geometry, C3_DELTAS_MAX, CHECKPOINT1_INTERVAL, CHECKPOINT2_INTERVAL, ENTRIES_PER_PARK,
+};
+use crate::park::{c3_deltas, line_point_to_square, p7_entry, Park};
+use crate::plot::Tables;
+use crate::verify::{pack_proof, quality_string, reorder_proof};
+use crate::ReadRequest;
+
+/// Table-7 entries one challenge may match before the plot is called corrupt. A real plot
+/// matches about one (Poisson); 256 is unreachable by chance.
+pub const ENTRIES_PER_CHALLENGE_MAX: u64 = 256;
+/// C1 checkpoints after the starting one that the complete scan can follow (beyond it,
+/// `ENTRIES_PER_CHALLENGE_MAX` would be exceeded anyway on a sane plot).
+const NEXT_CHECKPOINTS: usize = 8;
+
+/// Which table-7 entries a challenge returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Exactly chiapos' `GetP7Entries` (§11.1), including the entries it misses.
+    Chiapos,
+    /// Every table-7 entry whose f7 equals the challenge's (§11.2). A superset of chiapos.
+    #[default]
+    Complete,
+}
+
+/// What a lookup fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    /// The qualities of every matching entry (6 reads per entry after P7).
+    Qualities,
+    /// Qualities and full proofs of every matching entry.
+    QualitiesAndProofs,
+    /// The full proof of entry `index` (chiapos' `get_full_proof(challenge, index)`).
+    Proof { index: u32 },
+}
+
+/// One answer: the index shared with [`Goal::Proof`] in the same mode, the quality string,
+/// and the proof (64 x values in proof order, 8k bytes) when asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub index: u32,
+    pub quality: [u8; 32],
+    pub proof: Option<Vec<u8>>,
+}
+
+pub type Outcome = Result<Vec<Found>, PlotError>;
+
+#[derive(Debug)]
+enum Stage {
+    C1 { group: u64 },
+    C3 { park: u64, cur: u64, positions: Positions, next: Checkpoints },
+    P7 { positions: Positions, first_park: u64 },
+    Walk(Walk),
+    Done,
+}
+
+/// A run of consecutive table-7 positions (matches are adjacent: table 7 is sorted by f7).
+#[derive(Debug, Clone, Copy, Default)]
+struct Positions {
+    first: u64,
+    count: u64,
+}
+
+impl Positions {
+    fn push(&mut self, pos: u64) -> Result<(), PlotError> {
+        if self.count == 0 {
+            self.first = pos;
+        }
+        debug_assert_eq!(self.first + self.count, pos, "matching positions are consecutive");
+        self.count += 1;
+        if self.count > ENTRIES_PER_CHALLENGE_MAX {
+            return Err(PlotError::TooManyEntries {
+                count: self.count,
+                limit: ENTRIES_PER_CHALLENGE_MAX,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The C1 values after the checkpoint a complete scan starts from (0 = end of table).
+#[derive(Debug, Clone, Copy, Default)]
+struct Checkpoints {
+    values: [u64; NEXT_CHECKPOINTS],
+    len: usize,
+    used: usize,
+}
+
+#[derive(Debug)]
+struct Walk {
+    /// The table read in this round, 6 down to 1.
+    table: u8,
+    /// Whole trees (proofs) or one path per tree (qualities).
+    full: bool,
+    /// Positions read this round, tree-major and in plot order.
+    nodes: Vec<u64>,
+    /// Decoded (larger, smaller) pair of each node.
+    pairs: Vec<(u64, u64)>,
+    /// Distinct parks of this round, sorted; `reads[i]` fetches `parks[i]`.
+    parks: Vec<u64>,
+    /// Table-7 index of each tree (the `index` of [`Found`]).
+    indices: Vec<u32>,
+}
+
+/// A quality or proof lookup of one challenge in one plot. See the module documentation.
+#[derive(Debug)]
+pub struct Lookup {
+    tables: Tables,
+    challenge: [u8; 32],
+    goal: Goal,
+    mode: Mode,
+    f7: u64,
+    /// C2 entries the scan needs: the group's own (equal to its first C1 entry), and the next
+    /// one (the C1 value at the next group boundary).
+    c2_group: u64,
+    c2_next: Option<u64>,
+    stage: Stage,
+    reads: Vec<ReadRequest>,
+    supplied: Vec<bool>,
+    remaining: usize,
+    round: u32,
+    outcome: Option<Outcome>,
+}
+
+impl Lookup {
+    pub(crate) fn new(
+        tables: Tables,
+        c2: &[u64],
+        challenge: &[u8; 32],
+        goal: Goal,
+        mode: Mode,
+    ) -> Lookup {
+        let k = u32::from(tables.k());
+        let f7 = get_bits(challenge, 0, k);
+        let mut lookup = Lookup {
+            tables,
+            challenge: *challenge,
+            goal,
+            mode,
+            f7,
+            c2_group: 0,
+            c2_next: None,
+            stage: Stage::Done,
+            reads: Vec::new(),
+            supplied: Vec::new(),
+            remaining: 0,
+            round: 0,
+            outcome: None,
+        };
+        // Step A (§11.1): the C2 group, in memory.
+        let group = match mode {
+            Mode::Chiapos => c2.iter().rposition(|&v| v <= f7),
+            Mode::Complete => c2.iter().rposition(|&v| v < f7).or_else(|| {
+                // Only the very first f7 can equal C2[0] with nothing below it.
+                (c2.first() == Some(&f7)).then_some(0)
+            }),
+        };
+        match group {
+            None => lookup.finish(Ok(Vec::new())),
+            Some(g) => {
+                lookup.c2_group = c2[g];
+                lookup.c2_next = c2.get(g + 1).copied();
+                lookup.start_c1(g as u64);
+            }
+        }
+        lookup
+    }
+
+    /// The reads of the current round (empty once done). Stable until the round ends.
+    pub fn reads(&self) -> &[ReadRequest] {
+        &self.reads
+    }
+
+    /// Counts rounds, so a driver can tell a late completion of an old round from a new one.
+    pub fn round(&self) -> u32 {
+        self.round
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.outcome.is_some()
+    }
+
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+
+    pub fn into_outcome(self) -> Option<Outcome> {
+        self.outcome
+    }
+
+    pub fn goal(&self) -> Goal {
+        self.goal
+    }
+
+    /// Answers read `i` of the current round with its bytes (exactly the requested length).
+    /// Supplying a read twice, or after the lookup is done, is ignored.
+    pub fn supply(&mut self, i: usize, bytes: &[u8]) {
+        if self.is_done() || self.supplied.get(i).copied() != Some(false) {
+            debug_assert!(self.is_done(), "read {i} supplied twice or out of range");
+            return;
+        }
+        let request = self.reads[i];
+        if bytes.len() != request.len as usize {
+            return self.finish(Err(PlotError::ShortRead {
+                offset: request.offset,
+                len: request.len,
+                got: bytes.len(),
+            }));
+        }
+        self.supplied[i] = true;
+        self.remaining -= 1;
+        if let Err(e) = self.absorb(i, bytes) {
+            self.finish(Err(e));
+        }
+    }
+
+    /// Ends the lookup with an error found by the driver (an I/O error, say).
+    pub fn fail(&mut self, error: PlotError) {
+        if !self.is_done() {
+            self.finish(Err(error));
+        }
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        self.stage = Stage::Done;
+        self.reads.clear();
+        self.supplied.clear();
+        self.remaining = 0;
+        self.outcome = Some(outcome);
+    }
+
+    fn set_reads(&mut self, reads: impl IntoIterator<Item = ReadRequest>) {
+        self.reads.clear();
+        self.reads.extend(reads);
+        self.supplied.clear();
+        self.supplied.resize(self.reads.len(), false);
+        self.remaining = self.reads.len();
+        self.round += 1;
+    }
+
+    fn geometry(&self) -> Geometry {
+        self.tables.geometry
+    }
+
+    fn start_c1(&mut self, group: u64) {
+        let entry = self.geometry().checkpoint_entry_bytes();
+        let first = group * CHECKPOINT2_INTERVAL;
+        // Complete mode also reads a few entries of the next group, for scans that cross it.
+        let extra = if self.mode == Mode::Complete { NEXT_CHECKPOINTS as u64 } else { 0 };
+        let slots = self.tables.c1_slots.saturating_sub(first).min(CHECKPOINT1_INTERVAL + extra);
+        let read =
+            self.tables.read_in_table(8, self.tables.table_start(8) + first * entry, slots * entry);
+        match read {
+            Ok(r) => {
+                self.stage = Stage::C1 { group };
+                self.set_reads([r]);
+            }
+            Err(e) => self.finish(Err(e)),
+        }
+    }
+
+    fn start_c3(
+        &mut self,
+        park: u64,
+        cur: u64,
+        positions: Positions,
+        next: Checkpoints,
+    ) -> Result<(), PlotError> {
+        let size = self.geometry().c3_park_bytes();
+        let read =
+            self.tables.read_in_table(10, self.tables.table_start(10) + park * size, size)?;
+        self.stage = Stage::C3 { park, cur, positions, next };
+        self.set_reads([read]);
+        Ok(())
+    }
+
+    /// Decodes the bytes of read `i` at once (no buffer outlives `supply`) and, when the round
+    /// is complete, moves to the next one.
+    fn absorb(&mut self, i: usize, bytes: &[u8]) -> Result<(), PlotError> {
+        match std::mem::replace(&mut self.stage, Stage::Done) {
+            Stage::C1 { group } => self.after_c1(group, bytes),
+            Stage::C3 { park, cur, positions, next } => {
+                self.after_c3(park, cur, positions, next, bytes)
+            }
+            Stage::P7 { positions, first_park } => self.after_p7(positions, first_park, bytes),
+            Stage::Walk(mut walk) => {
+                walk.absorb(self.tables.geometry, self.mode, i, bytes)?;
+                if self.remaining > 0 {
+                    self.stage = Stage::Walk(walk);
+                    return Ok(());
+                }
+                self.after_walk_round(walk)
+            }
+            Stage::Done => Ok(()),
+        }
+    }
+
+    /// Step B (§11.1): the last C1 checkpoint at (chiapos) or below (complete) the target.
+    fn after_c1(&mut self, group: u64, bytes: &[u8]) -> Result<(), PlotError> {
+        let g = self.geometry();
+        let k = u32::from(g.k());
+        let entry = g.checkpoint_entry_bytes() as usize;
+        let first = group * CHECKPOINT2_INTERVAL;
+        let in_group = bytes.len().min(CHECKPOINT1_INTERVAL as usize * entry);
+        let value = |j: usize| get_bits(&bytes[j * entry..], 0, k);
+        let group_len = in_group / entry;
+        // Entries of the group up to the zero terminator.
+        let real = (0..group_len).position(|j| j != 0 && value(j) == 0).unwrap_or(group_len);
+        if group_len == 0 || value(0) != self.c2_group {
+            return Err(PlotError::CheckpointsInconsistent);
+        }
+        let f7 = self.f7;
+        match self.mode {
+            Mode::Chiapos => {
+                let below = (0..real).take_while(|&j| value(j) <= f7).count();
+                if below == 0 {
+                    return Err(PlotError::CheckpointsInconsistent);
+                }
+                let c = first + below as u64 - 1;
+                let base = value(below - 1);
+                self.start_c3(c, base, Positions::default(), Checkpoints::default())
+            }
+            Mode::Complete => {
+                let below = (0..real).take_while(|&j| value(j) < f7).count();
+                let start = below.saturating_sub(1);
+                if real == 0 || value(start) > f7 {
+                    return Err(PlotError::CheckpointsInconsistent);
+                }
+                let c = first + start as u64;
+                let base = value(start);
+                // The checkpoints after `c`: the rest of this group, then the next group's
+                // (read a few entries past the group, or C2's next value).
+                let mut next = Checkpoints::default();
+                let all = bytes.len() / entry;
+                for j in start + 1..all {
+                    if next.len == NEXT_CHECKPOINTS {
+                        break;
+                    }
+                    let v = value(j);
+                    if v == 0 {
+                        break;
+                    }
+                    next.values[next.len] = v;
+                    next.len += 1;
+                }
+                if next.len == 0 && real == group_len && group_len == CHECKPOINT1_INTERVAL as usize
+                {
+                    if let Some(v) = self.c2_next {
+                        next.values[0] = v;
+                        next.len = 1;
+                    }
+                }
+                let mut positions = Positions::default();
+                if base == f7 {
+                    positions.push(c * CHECKPOINT1_INTERVAL)?;
+                }
+                self.start_c3(c, base, positions, next)
+            }
+        }
+    }
+
+    /// Step C (§11.1, §11.2): scan the C3 park for the target.
+    fn after_c3(
+        &mut self,
+        park: u64,
+        mut cur: u64,
+        mut positions: Positions,
+        mut next: Checkpoints,
+        bytes: &[u8],
+    ) -> Result<(), PlotError> {
+        let g = self.geometry();
+        let f7 = self.f7;
+        let mut deltas = [0u8; C3_DELTAS_MAX];
+        let Some(decoded) = c3_deltas(bytes, g, self.mode, &mut deltas)? else {
+            self.finish(Ok(Vec::new()));
+            return Ok(());
+        };
+        let mut pos = park * CHECKPOINT1_INTERVAL;
+        match self.mode {
+            Mode::Chiapos => {
+                // chiapos' GetP7Positions, zero padding and early breaks included (trap 11).
+                let mut surpassed = false;
+                let park_last = (park + 1) * CHECKPOINT1_INTERVAL - 1;
+                let f7_max = (1u64 << g.k()) - 1;
+                for &d in deltas.iter() {
+                    if cur > f7 {
+                        surpassed = true;
+                        break;
+                    }
+                    cur += u64::from(d);
+                    pos += 1;
+                    if cur == f7 {
+                        positions.push(pos)?;
+                    }
+                    if pos >= park_last || cur >= f7_max {
+                        break;
+                    }
+                }
+                if !surpassed {
+                    positions = Positions::default();
+                }
+                self.start_p7(positions)
+            }
+            Mode::Complete => {
+                let real = decoded.min(CHECKPOINT1_INTERVAL as usize - 1);
+                for &d in &deltas[..real] {
+                    cur += u64::from(d);
+                    pos += 1;
+                    if cur == f7 {
+                        positions.push(pos)?;
+                    } else if cur > f7 {
+                        return self.start_p7(positions);
+                    }
+                }
+                // The park ended at or below the target: the next checkpoint decides.
+                if next.used < next.len {
+                    let v = next.values[next.used];
+                    next.used += 1;
+                    if v < f7 {
+                        return Err(PlotError::CheckpointsInconsistent);
+                    }
+                    if v == f7 {
+                        let park = park + 1;
+                        positions.push(park * CHECKPOINT1_INTERVAL)?;
+                        return self.start_c3(park, v, positions, next);
+                    }
+                }
+                self.start_p7(positions)
+            }
+        }
+    }
+
+    /// Step D: one read covering every P7 park that holds the positions.
+    fn start_p7(&mut self, positions: Positions) -> Result<(), PlotError> {
+        if positions.count == 0 {
+            self.finish(Ok(Vec::new()));
+            return Ok(());
+        }
+        if let Goal::Proof { index } = self.goal {
+            if u64::from(index) >= positions.count {
+                return Err(PlotError::NoProof { index });
+            }
+        }
+        let park_bytes = self.geometry().p7_park_bytes();
+        let first_park = positions.first / ENTRIES_PER_PARK;
+        let last_park = (positions.first + positions.count - 1) / ENTRIES_PER_PARK;
+        let read = self.tables.read_in_table(
+            7,
+            self.tables.table_start(7) + first_park * park_bytes,
+            (last_park - first_park + 1) * park_bytes,
+        )?;
+        self.stage = Stage::P7 { positions, first_park };
+        self.set_reads([read]);
+        Ok(())
+    }
+
+    fn after_p7(
+        &mut self,
+        positions: Positions,
+        first_park: u64,
+        bytes: &[u8],
+    ) -> Result<(), PlotError> {
+        let g = self.geometry();
+        let base = first_park * ENTRIES_PER_PARK;
+        let entry = |index: u64| p7_entry(bytes, g, positions.first + index - base);
+        let (full, trees): (bool, Vec<(u32, u64)>) = match self.goal {
+            Goal::Proof { index } => (true, vec![(index, entry(u64::from(index)))]),
+            Goal::Qualities => {
+                (false, (0..positions.count).map(|i| (i as u32, entry(i))).collect())
+            }
+            Goal::QualitiesAndProofs => {
+                (true, (0..positions.count).map(|i| (i as u32, entry(i))).collect())
+            }
+        };
+        let walk = Walk {
+            table: 6,
+            full,
+            indices: trees.iter().map(|t| t.0).collect(),
+            nodes: trees.iter().map(|t| t.1).collect(),
+            pairs: Vec::new(),
+            parks: Vec::new(),
+        };
+        self.start_walk_round(walk)
+    }
+
+    fn start_walk_round(&mut self, mut walk: Walk) -> Result<(), PlotError> {
+        let table = walk.table;
+        let park_bytes = self.geometry().park_bytes(table);
+        walk.pairs.clear();
+        walk.pairs.resize(walk.nodes.len(), (0, 0));
+        walk.parks.clear();
+        walk.parks.extend(walk.nodes.iter().map(|n| n / ENTRIES_PER_PARK));
+        walk.parks.sort_unstable();
+        walk.parks.dedup();
+        let start = self.tables.table_start(table);
+        let mut reads = Vec::with_capacity(walk.parks.len());
+        for &park in &walk.parks {
+            let offset =
+                park.checked_mul(park_bytes).and_then(|o| o.checked_add(start)).unwrap_or(u64::MAX);
+            reads.push(self.tables.read_in_table(table, offset, park_bytes)?);
+        }
+        self.stage = Stage::Walk(walk);
+        self.set_reads(reads);
+        Ok(())
+    }
+
+    fn after_walk_round(&mut self, mut walk: Walk) -> Result<(), PlotError> {
+        let last5 = self.challenge[31] & 0x1f;
+        if walk.table > 1 {
+            let bit = (last5 >> (walk.table - 2)) & 1;
+            let pairs = std::mem::take(&mut walk.pairs);
+            walk.nodes.clear();
+            for (x, y) in pairs {
+                if walk.full {
+                    // The smaller position's subtree first (§13.1).
+                    walk.nodes.extend([y, x]);
+                } else {
+                    walk.nodes.push(if bit == 0 { y } else { x });
+                }
+            }
+            walk.table -= 1;
+            return self.start_walk_round(walk);
+        }
+        let k = self.geometry().k();
+        let plot_id = self.tables.plot_id;
+        let mut found = Vec::with_capacity(walk.indices.len());
+        if walk.full {
+            for (tree, &index) in walk.indices.iter().enumerate() {
+                let mut xs = [0u64; 64];
+                for (j, &(x, y)) in walk.pairs[tree * 32..(tree + 1) * 32].iter().enumerate() {
+                    xs[2 * j] = y;
+                    xs[2 * j + 1] = x;
+                }
+                let l = usize::from(last5);
+                let quality = quality_string(&self.challenge, k, xs[2 * l], xs[2 * l + 1]);
+                let proof = pack_proof(k, &reorder_proof(&plot_id, k, &xs));
+                found.push(Found { index, quality, proof: Some(proof) });
+            }
+        } else {
+            for (&index, &(x, y)) in walk.indices.iter().zip(&walk.pairs) {
+                found.push(Found {
+                    index,
+                    quality: quality_string(&self.challenge, k, y, x),
+                    proof: None,
+                });
+            }
+        }
+        self.finish(Ok(found));
+        Ok(())
+    }
+}
+
+impl Walk {
+    fn absorb(
+        &mut self,
+        geometry: Geometry,
+        mode: Mode,
+        i: usize,
+        bytes: &[u8],
+    ) -> Result<(), PlotError> {
+        let park = self.parks[i];
+        let in_park = |n: &u64| n / ENTRIES_PER_PARK == park;
+        let upto = self
+            .nodes
+            .iter()
+            .filter(|n| in_park(n))
+            .map(|n| (n % ENTRIES_PER_PARK) as usize)
+            .max()
+            .unwrap_or(0);
+        let decoded = Park::decode(bytes, geometry, self.table, mode, upto)?;
+        let limit = if self.table == 1 { 1u64 << geometry.k() } else { u64::MAX };
+        for (node, pair) in self.nodes.iter().zip(self.pairs.iter_mut()) {
+            if in_park(node) {
+                let (x, y) =
+                    line_point_to_square(decoded.line_point((node % ENTRIES_PER_PARK) as usize));
+                if x >= limit {
+                    return Err(PlotError::ValueOutOfRange { table: self.table, value: x });
+                }
+                *pair = (x, y);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs a lookup to its end with a synchronous reader (`read(request, buffer)` fills `buffer`
+/// with exactly the requested bytes). For tests, benches and simple tools; the engine drives
+/// lookups itself.
+pub fn drive<E>(
+    lookup: &mut Lookup,
+    buffer: &mut Vec<u8>,
+    mut read: impl FnMut(ReadRequest, &mut Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    while !lookup.is_done() {
+        let round = lookup.round();
+        let mut i = 0;
+        while lookup.round() == round && i < lookup.reads().len() {
+            let request = lookup.reads()[i];
+            buffer.clear();
+            read(request, buffer)?;
+            lookup.supply(i, buffer);
+            i += 1;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! Decoding one park of tables 1..6 (`plot-format.md` §6), a P7 entry (§9), a C3 park (§10.3)
+//! and line points (§7).
+
+use crate::bits::{get_bits, get_bits_u128};
+use crate::error::PlotError;
+use crate::fse;
+use crate::layout::{Geometry, C3_DELTAS_MAX, DELTAS_PER_PARK};
+use crate::lookup::Mode;
+
+/// One park of table 1..=6 with its deltas decoded up to a needed entry.
+pub(crate) struct Park<'a> {
+    bytes: &'a [u8],
+    geometry: Geometry,
+    checkpoint: u128,
+    deltas: [u8; DELTAS_PER_PARK],
+    /// Entries past this many deltas add nothing (chiapos: the uncompressed form has no more).
+    summable: usize,
+}
+
+impl<'a> Park<'a> {
+    /// Decodes what is needed to read entries `0..=upto` of the park in `bytes`.
+    pub(crate) fn decode(
+        bytes: &'a [u8],
+        geometry: Geometry,
+        table: u8,
+        mode: Mode,
+        upto: usize,
+    ) -> Result<Park<'a>, PlotError> {
+        let k = u32::from(geometry.k());
+        let lp_bytes = geometry.line_point_bytes() as usize;
+        let size_at = lp_bytes + geometry.stubs_bytes() as usize;
+        let checkpoint = get_bits_u128(bytes, 0, 2 * k);
+        let size = u16::from_le_bytes([byte_at(bytes, size_at), byte_at(bytes, size_at + 1)]);
+        let budget = Geometry::deltas_bytes(table) as usize - 2;
+        let stream_at = size_at + 2;
+        let mut deltas = [0u8; DELTAS_PER_PARK];
+        let wanted = upto.min(DELTAS_PER_PARK);
+        let summable = if size & 0x8000 != 0 {
+            // The writer's fallback for at most two deltas; chiapos refuses it (trap 13).
+            if mode == Mode::Chiapos {
+                return Err(PlotError::UncompressedPark { table });
+            }
+            let n = usize::from(size & 0x7fff);
+            if n > budget {
+                return Err(PlotError::DeltasSizeInvalid { table, size });
+            }
+            let raw = bytes.get(stream_at..stream_at + n).unwrap_or(&[]);
+            let take = raw.len().min(wanted);
+            deltas[..take].copy_from_slice(&raw[..take]);
+            n
+        } else {
+            let n = usize::from(size);
+            if n > budget {
+                return Err(PlotError::DeltasSizeInvalid { table, size });
+            }
+            let stream = bytes.get(stream_at..stream_at + n).unwrap_or(&[]);
+            if stream.len() != n || n == 0 {
+                return Err(PlotError::Fse { table, source: fse::FseError::EmptyStream });
+            }
+            // Missing deltas of a short last park stay 0 (trap 10).
+            fse::decode(fse::park_table(table), stream, DELTAS_PER_PARK, &mut deltas[..wanted])
+                .map_err(|source| PlotError::Fse { table, source })?;
+            DELTAS_PER_PARK
+        };
+        if deltas[..wanted].contains(&0xff) {
+            return Err(PlotError::BadDelta { table });
+        }
+        Ok(Park { bytes, geometry, checkpoint, deltas, summable })
+    }
+
+    /// The line point of entry `p` (at most the `upto` given to [`Park::decode`]).
+    pub(crate) fn line_point(&self, p: usize) -> u128 {
+        let stub_bits = self.geometry.stub_bits();
+        let stubs_at = self.geometry.line_point_bytes() * 8;
+        let n = p.min(self.summable).min(DELTAS_PER_PARK);
+        let mut sum_stubs: u64 = 0;
+        let mut sum_deltas: u64 = 0;
+        for i in 0..n {
+            sum_stubs +=
+                get_bits(self.bytes, stubs_at + i as u64 * u64::from(stub_bits), stub_bits);
+            sum_deltas += u64::from(self.deltas[i]);
+        }
+        self.checkpoint + u128::from(sum_stubs) + (u128::from(sum_deltas) << stub_bits)
+    }
+}
+
+/// The line point of entry `p` of one park of table `table` (1..=6) held in `park`.
+pub fn line_point_at(
+    park: &[u8],
+    geometry: Geometry,
+    table: u8,
+    mode: Mode,
+    p: usize,
+) -> Result<u128, PlotError> {
+    Ok(Park::decode(park, geometry, table, mode, p)?.line_point(p))
+}
+
+fn byte_at(bytes: &[u8], i: usize) -> u8 {
+    bytes.get(i).copied().unwrap_or(0)
+}
+
+/// `x * (x - 1) / 2` without overflow for x < 2^64.
+fn x_enc(x: u64) -> u128 {
+    let x = u128::from(x);
+    if x % 2 == 0 {
+        (x / 2) * (x.saturating_sub(1))
+    } else {
+        x * ((x - 1) / 2)
+    }
+}
+
+/// Splits a line point into (larger, smaller) with exact integer maths (§7, trap 18).
+pub fn line_point_to_square(line_point: u128) -> (u64, u64) {
+    let x = if line_point < 1 << 120 {
+        // x = floor((1 + isqrt(8L + 1)) / 2), exact for every line point of k <= 50.
+        let x = (line_point * 8 + 1).isqrt().div_ceil(2) as u64;
+        debug_assert!(x_enc(x) <= line_point && x_enc(x + 1) > line_point);
+        x
+    } else {
+        // Hostile input only: chiapos' 64-step search, which never overflows.
+        let mut x: u64 = 0;
+        for i in (0..64).rev() {
+            let t = x | (1u64 << i);
+            if x_enc(t) <= line_point {
+                x = t;
+            }
+        }
+        x
+    };
+    let y = line_point - x_enc(x);
+    (x, y.min(u128::from(u64::MAX)) as u64)
+}
+
+/// `SquareToLinePoint` (§7): the inverse of [`line_point_to_square`] for x != y.
+pub fn square_to_line_point(a: u64, b: u64) -> u128 {
+    let (x, y) = if a > b { (a, b) } else { (b, a) };
+    x_enc(x) + u128::from(y)
+}
+
+/// The P7 entry at bit-index `i` of a run of P7 parks (parks are whole multiples of
+/// (k+1)-bit entries, so consecutive parks concatenate seamlessly).
+pub(crate) fn p7_entry(parks: &[u8], geometry: Geometry, i: u64) -> u64 {
+    let width = u32::from(geometry.k()) + 1;
+    get_bits(parks, i * u64::from(width), width)
+}
+
+/// The deltas of one C3 park. `None` means "no entries" (chiapos' answer to an oversized
+/// length prefix in chiapos mode).
+pub(crate) fn c3_deltas(
+    bytes: &[u8],
+    geometry: Geometry,
+    mode: Mode,
+    out: &mut [u8; C3_DELTAS_MAX],
+) -> Result<Option<usize>, PlotError> {
+    const TABLE: u8 = 10;
+    let len = usize::from(u16::from_be_bytes([byte_at(bytes, 0), byte_at(bytes, 1)]));
+    if len > geometry.c3_park_bytes() as usize - 2 {
+        return match mode {
+            Mode::Chiapos => Ok(None),
+            Mode::Complete => Err(PlotError::DeltasSizeInvalid { table: TABLE, size: len as u16 }),
+        };
+    }
+    let stream = bytes.get(2..2 + len).unwrap_or(&[]);
+    if stream.len() != len || len == 0 {
+        return Err(PlotError::Fse { table: TABLE, source: fse::FseError::EmptyStream });
+    }
+    out.fill(0);
+    let n = fse::decode(fse::c3_table(), stream, C3_DELTAS_MAX, out)
+        .map_err(|source| PlotError::Fse { table: TABLE, source })?;
+    if out.contains(&0xff) {
+        return Err(PlotError::BadDelta { table: TABLE });
+    }
+    Ok(Some(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn line_points_round_trip(a in 0u64..(1 << 50), b in 0u64..(1 << 50)) {
+            prop_assume!(a != b);
+            let (x, y) = line_point_to_square(square_to_line_point(a, b));
+            prop_assert_eq!((x, y), (a.max(b), a.min(b)));
+        }
+
+        #[test]
+        fn hostile_line_points_never_panic(l in any::<u128>()) {
+            let (x, _) = line_point_to_square(l);
+            prop_assert!(x_enc(x) <= l);
+        }
+    }
+
+    /// The 64-step bitwise search chiapos uses, as a second opinion on the closed form.
+    fn chiapos_search(l: u128) -> u64 {
+        let mut x: u64 = 0;
+        for i in (0..64).rev() {
+            let t = x + (1u64 << i);
+            if x_enc(t) <= l {
+                x = t;
+            }
+        }
+        x
+    }
+
+    proptest! {
+        #[test]
+        fn closed_form_equals_bitwise_search(l in 0u128..(1u128 << 100)) {
+            prop_assert_eq!(line_point_to_square(l).0, chiapos_search(l));
+        }
+    }
+}

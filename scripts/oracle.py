@@ -10,6 +10,10 @@ Run with the venv of scripts/oracle-venv.sh. Subcommands (JSON on stdin and stdo
             -> {"results": [{"challenge", "qualities": [hex], "proofs": [hex], "error"}]}
   verify    {"items": [{"id", "k", "challenge", "proof"}]} -> {"results": [hex | null]}
   info      {"plots": [path]} -> {"plots": [{"id", "k", "memo", "error"}]}
+  compare-prove --harvester BIN --plots P... [--challenges N]
+            runs `harvester prove --proofs` in both modes and chiapos on the same challenges:
+            chiapos mode must be identical, complete mode a superset whose extras chiapos
+            verifies. Exit 1 with the first difference.
   bench-prove --plots P... --challenges-file F [--threads 30] [--proofs]
             chiapos as the reference harvester runs it (a thread pool over plots, warm cache);
             prints {"lookups", "qualities", "proofs", "seconds", "lookups_per_second", ...}
@@ -234,6 +238,56 @@ def bench_prove(args):
     }))
 
 
+def run_harvester(binary, plots, challenges_file, mode):
+    import subprocess
+    out = subprocess.run([binary, "prove", *plots, "--challenges-file", challenges_file,
+                          "--proofs", "--mode", mode], check=True, capture_output=True, text=True)
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    found = {}
+    for r in rows:
+        found.setdefault((r["plot"], r["challenge"]), []).append(r)
+    return found
+
+
+def compare_prove(args):
+    challenges = [sha256(b"compare" + i.to_bytes(4, "big")).hex() for i in range(args.challenges)]
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(challenges) + "\n")
+        challenges_file = f.name
+    try:
+        chiapos_mode = run_harvester(args.harvester, args.plots, challenges_file, "chiapos")
+        complete = run_harvester(args.harvester, args.plots, challenges_file, "complete")
+    finally:
+        os.unlink(challenges_file)
+    verifier = Verifier()
+    totals = {"plots": len(args.plots), "challenges": len(challenges), "qualities": 0,
+              "extras_verified": 0}
+    for plot in args.plots:
+        prover = DiskProver(plot)
+        for ch_hex in challenges:
+            ch = bytes.fromhex(ch_hex)
+            qualities = [bytes(q).hex() for q in prover.get_qualities_for_challenge(ch)]
+            proofs = [bytes(prover.get_full_proof(ch, i)).hex() for i in range(len(qualities))]
+            ours = chiapos_mode.get((plot, ch_hex), [])
+            if [r["quality"] for r in ours] != qualities or [r["proof"] for r in ours] != proofs \
+                    or [r["index"] for r in ours] != list(range(len(qualities))):
+                sys.exit(f"DIFFERENT {plot} {ch_hex}: chiapos {qualities}, ours {ours}")
+            totals["qualities"] += len(qualities)
+            remaining = list(qualities)
+            for r in complete.get((plot, ch_hex), []):
+                if r["quality"] in remaining:
+                    remaining.remove(r["quality"])
+                    continue
+                q = verifier.validate_proof(prover.get_id(), prover.get_size(), ch,
+                                            bytes.fromhex(r["proof"]))
+                if q is None or bytes(q).hex() != r["quality"]:
+                    sys.exit(f"INVALID extra proof {plot} {ch_hex}: {r}")
+                totals["extras_verified"] += 1
+            if remaining:
+                sys.exit(f"MISSING in complete mode {plot} {ch_hex}: {remaining}")
+    print(json.dumps(totals))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -247,6 +301,10 @@ def main():
     p.add_argument("--memo")
     for name in ("prove", "verify", "info"):
         sub.add_parser(name)
+    p = sub.add_parser("compare-prove")
+    p.add_argument("--harvester", required=True)
+    p.add_argument("--plots", nargs="+", required=True)
+    p.add_argument("--challenges", type=int, default=200)
     p = sub.add_parser("bench-prove")
     p.add_argument("--plots", nargs="+", required=True)
     p.add_argument("--challenges-file", required=True)
@@ -257,6 +315,8 @@ def main():
         make_fixtures(args)
     elif args.command == "make-plot":
         make_plot(args)
+    elif args.command == "compare-prove":
+        compare_prove(args)
     elif args.command == "bench-prove":
         bench_prove(args)
     else:

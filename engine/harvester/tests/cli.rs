@@ -1,0 +1,168 @@
+//! The CLI contract (`prove`, `verify`, `check`) end to end, against the reference oracle.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("ORACLE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"));
+    assert!(p.exists(), "oracle missing ({}): run scripts/oracle-venv.sh", p.display());
+    p
+}
+
+fn fixtures() -> PathBuf {
+    let dir = root().join("fixtures");
+    assert!(dir.join("manifest.json").exists(), "run scripts/make-fixtures.sh");
+    dir
+}
+
+fn harvester() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_harvester"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("harvester-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A plot no test has seen (a fresh random id), compared with chiapos in both modes.
+#[test]
+fn prove_matches_chiapos_on_an_unseen_plot() {
+    let dir = scratch("unseen");
+    let id: [u8; 32] = std::array::from_fn(|i| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos();
+        (nanos >> (i % 16 * 8)) as u8 ^ (i as u8).wrapping_mul(37)
+    });
+    let plot = dir.join("unseen.plot");
+    let oracle = root().join("scripts/oracle.py");
+    let made = Command::new(python())
+        .args([oracle.as_os_str(), "make-plot".as_ref(), "--out".as_ref(), plot.as_os_str()])
+        .args(["--k", "18", "--id", &hex::encode(id)])
+        .output()
+        .expect("oracle runs");
+    assert!(made.status.success(), "make-plot: {}", String::from_utf8_lossy(&made.stderr));
+    let out = Command::new(python())
+        .args([oracle.as_os_str(), "compare-prove".as_ref(), "--harvester".as_ref()])
+        .arg(env!("CARGO_BIN_EXE_harvester"))
+        .args(["--plots".as_ref(), plot.as_os_str(), "--challenges".as_ref(), "150".as_ref()])
+        .output()
+        .expect("oracle runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let totals: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(totals["qualities"].as_u64().expect("count") > 50, "{totals}");
+}
+
+#[test]
+fn verify_prints_the_quality_or_the_reason() {
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    let entry = &manifest["plots"][0];
+    let plot = fixtures().join(entry["path"].as_str().expect("path"));
+    let dir = scratch("verify");
+    let challenges = dir.join("challenges.txt");
+    let lines: String =
+        (0..20u32).map(|i| format!("{:064x}\n", u128::from(i) * 0x9e37_79b9_7f4a_7c15)).collect();
+    std::fs::write(&challenges, lines).expect("write");
+    let out = harvester()
+        .arg("prove")
+        .arg(&plot)
+        .arg("--challenges-file")
+        .arg(&challenges)
+        .arg("--proofs")
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let first = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .lines()
+        .next()
+        .map(str::to_string)
+        .expect("a proof among 20 challenges");
+    let row: serde_json::Value = serde_json::from_str(&first).expect("json line");
+    let (challenge, proof, quality) = (
+        row["challenge"].as_str().expect("c"),
+        row["proof"].as_str().expect("p"),
+        row["quality"].as_str().expect("q"),
+    );
+    let id = entry["id"].as_str().expect("id");
+    let k = entry["k"].to_string();
+    let good = harvester()
+        .args(["verify", "--id", id, "--k", &k, "--challenge", challenge, "--proof", proof])
+        .output()
+        .expect("runs");
+    assert_eq!(good.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&good.stdout).trim(), quality);
+    let mut bad = proof.to_string();
+    bad.replace_range(0..1, if &proof[..1] == "0" { "1" } else { "0" });
+    let rejected = harvester()
+        .args(["verify", "--id", id, "--k", &k, "--challenge", challenge, "--proof", &bad])
+        .output()
+        .expect("runs");
+    assert_eq!(rejected.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&rejected.stdout).contains("invalid proof"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_reports_bad_plots_and_exits_non_zero() {
+    let good = harvester()
+        .arg("check")
+        .arg(fixtures().join("plots"))
+        .args(["--challenges", "10"])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&good.stdout);
+    assert_eq!(good.status.code(), Some(0), "{text}");
+    assert!(text.contains("6 good, 0 bad"), "{text}");
+
+    // A mismatched id, a truncated copy and a .plot2 file, beside a good plot.
+    let dir = scratch("check");
+    let source = fixtures().join("plots/k18-og-a.plot");
+    std::fs::copy(&source, dir.join("good.plot")).expect("copy");
+    let bytes = std::fs::read(&source).expect("read");
+    std::fs::write(dir.join("truncated.plot"), &bytes[..bytes.len() / 2]).expect("write");
+    std::fs::write(dir.join("new.plot2"), b"v2").expect("write");
+    std::fs::copy(fixtures().join("mismatch/k18-mismatch.plot"), dir.join("mismatch.plot"))
+        .expect("copy");
+    let out =
+        harvester().arg("check").arg(&dir).args(["--challenges", "5"]).output().expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("1 good, 3 bad"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("BAD")
+            && l.contains("truncated.plot")
+            && l.contains("truncated")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("BAD") && l.contains("mismatch.plot") && l.contains("id")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("BAD")
+            && l.contains("new.plot2")
+            && l.contains("not supported")),
+        "{text}"
+    );
+}

@@ -11,6 +11,14 @@ pub fn get_bits(buf: &[u8], offset: u64, n: u32) -> u64 {
     }
     let first = (offset / 8) as usize;
     let shift = (offset % 8) as u32;
+    // Fast path: the field and its leading bits fit in one 8-byte big-endian word.
+    if shift + n <= 64 {
+        if let Some(word) = buf.get(first..first + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            return (u64::from_be_bytes(w) << shift) >> (64 - n);
+        }
+    }
     // 16 bytes cover any 64-bit field at any bit offset (64 + 7 bits).
     let mut window = [0u8; 16];
     if first < buf.len() {

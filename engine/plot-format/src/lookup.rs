@@ -9,10 +9,8 @@
 
 use crate::bits::get_bits;
 use crate::error::PlotError;
-use crate::layout::{
-    Geometry, C3_DELTAS_MAX, CHECKPOINT1_INTERVAL, CHECKPOINT2_INTERVAL, ENTRIES_PER_PARK,
-};
-use crate::park::{c3_deltas, line_point_to_square, p7_entry, Park};
+use crate::layout::{Geometry, CHECKPOINT1_INTERVAL, CHECKPOINT2_INTERVAL, ENTRIES_PER_PARK};
+use crate::park::{line_point_to_square, p7_entry, C3Deltas, Park};
 use crate::plot::Tables;
 use crate::verify::{pack_proof, quality_string, reorder_proof};
 use crate::ReadRequest;
@@ -381,8 +379,7 @@ impl Lookup {
     ) -> Result<(), PlotError> {
         let g = self.geometry();
         let f7 = self.f7;
-        let mut deltas = [0u8; C3_DELTAS_MAX];
-        let Some(decoded) = c3_deltas(bytes, g, self.mode, &mut deltas)? else {
+        let Some(mut deltas) = C3Deltas::new(bytes, g, self.mode)? else {
             self.finish(Ok(Vec::new()));
             return Ok(());
         };
@@ -393,18 +390,24 @@ impl Lookup {
                 let mut surpassed = false;
                 let park_last = (park + 1) * CHECKPOINT1_INTERVAL - 1;
                 let f7_max = (1u64 << g.k()) - 1;
-                for &d in deltas.iter() {
-                    if cur > f7 {
-                        surpassed = true;
+                'scan: loop {
+                    let chunk = deltas.next_chunk()?;
+                    if chunk.is_empty() {
                         break;
                     }
-                    cur += u64::from(d);
-                    pos += 1;
-                    if cur == f7 {
-                        positions.push(pos)?;
-                    }
-                    if pos >= park_last || cur >= f7_max {
-                        break;
+                    for &d in chunk {
+                        if cur > f7 {
+                            surpassed = true;
+                            break 'scan;
+                        }
+                        cur += u64::from(d);
+                        pos += 1;
+                        if cur == f7 {
+                            positions.push(pos)?;
+                        }
+                        if pos >= park_last || cur >= f7_max {
+                            break 'scan;
+                        }
                     }
                 }
                 if !surpassed {
@@ -413,14 +416,24 @@ impl Lookup {
                 self.start_p7(positions)
             }
             Mode::Complete => {
-                let real = decoded.min(CHECKPOINT1_INTERVAL as usize - 1);
-                for &d in &deltas[..real] {
-                    cur += u64::from(d);
-                    pos += 1;
-                    if cur == f7 {
-                        positions.push(pos)?;
-                    } else if cur > f7 {
-                        return self.start_p7(positions);
+                // A full park holds 9999 deltas; the last park ends with its stream.
+                let last = pos + CHECKPOINT1_INTERVAL - 1;
+                'park: loop {
+                    let chunk = deltas.next_chunk()?;
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    for &d in chunk {
+                        if pos == last {
+                            break 'park;
+                        }
+                        cur += u64::from(d);
+                        pos += 1;
+                        if cur == f7 {
+                            positions.push(pos)?;
+                        } else if cur > f7 {
+                            return self.start_p7(positions);
+                        }
                     }
                 }
                 // The park ended at or below the target: the next checkpoint decides.

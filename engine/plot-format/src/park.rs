@@ -71,17 +71,37 @@ impl<'a> Park<'a> {
     /// The line point of entry `p` (at most the `upto` given to [`Park::decode`]).
     pub(crate) fn line_point(&self, p: usize) -> u128 {
         let stub_bits = self.geometry.stub_bits();
-        let stubs_at = self.geometry.line_point_bytes() * 8;
+        let stubs_at = self.geometry.line_point_bytes() as usize;
         let n = p.min(self.summable).min(DELTAS_PER_PARK);
-        let mut sum_stubs: u64 = 0;
-        let mut sum_deltas: u64 = 0;
-        for i in 0..n {
-            sum_stubs +=
-                get_bits(self.bytes, stubs_at + i as u64 * u64::from(stub_bits), stub_bits);
-            sum_deltas += u64::from(self.deltas[i]);
-        }
+        let sum_deltas: u64 = self.deltas[..n].iter().map(|&d| u64::from(d)).sum();
+        let sum_stubs = sum_packed(self.bytes.get(stubs_at..).unwrap_or(&[]), stub_bits, n);
         self.checkpoint + u128::from(sum_stubs) + (u128::from(sum_deltas) << stub_bits)
     }
+}
+
+/// The sum of the first `n` `width`-bit fields of `bytes` (MSB first; missing bytes are 0).
+/// Reads whole big-endian words and peels fields off a 128-bit accumulator.
+fn sum_packed(bytes: &[u8], width: u32, n: usize) -> u64 {
+    debug_assert!((1..=60).contains(&width));
+    let mask = (1u64 << width) - 1;
+    let (mut acc, mut have): (u128, u32) = (0, 0);
+    let mut next = 0usize;
+    let mut sum = 0u64;
+    for _ in 0..n {
+        if have < width {
+            let mut word = [0u8; 8];
+            let end = bytes.len().min(next + 8);
+            if next < end {
+                word[..end - next].copy_from_slice(&bytes[next..end]);
+            }
+            next += 8;
+            acc = (acc << 64) | u128::from(u64::from_be_bytes(word));
+            have += 64;
+        }
+        have -= width;
+        sum += ((acc >> have) as u64) & mask;
+    }
+    sum
 }
 
 /// The line point of entry `p` of one park of table `table` (1..=6) held in `park`.
@@ -144,33 +164,78 @@ pub(crate) fn p7_entry(parks: &[u8], geometry: Geometry, i: u64) -> u64 {
     get_bits(parks, i * u64::from(width), width)
 }
 
-/// The deltas of one C3 park. `None` means "no entries" (chiapos' answer to an oversized
-/// length prefix in chiapos mode).
-pub(crate) fn c3_deltas(
-    bytes: &[u8],
-    geometry: Geometry,
-    mode: Mode,
-    out: &mut [u8; C3_DELTAS_MAX],
-) -> Result<Option<usize>, PlotError> {
-    const TABLE: u8 = 10;
-    let len = usize::from(u16::from_be_bytes([byte_at(bytes, 0), byte_at(bytes, 1)]));
-    if len > geometry.c3_park_bytes() as usize - 2 {
-        return match mode {
-            Mode::Chiapos => Ok(None),
-            Mode::Complete => Err(PlotError::DeltasSizeInvalid { table: TABLE, size: len as u16 }),
+/// The deltas of one C3 park, decoded on demand: a scan stops as soon as it passes its
+/// target, so on average half a park is decoded.
+pub(crate) struct C3Deltas<'a> {
+    stream: fse::Stream<'static, 'a>,
+    chunk: [u8; 256],
+    /// Symbols handed out so far.
+    produced: usize,
+    /// Chiapos mode: after the stream ends, zeros up to `C3_DELTAS_MAX` (its decode buffer).
+    pad: bool,
+    ended: bool,
+}
+
+const C3_TABLE: u8 = 10;
+
+impl<'a> C3Deltas<'a> {
+    /// `None` means "no entries": chiapos' answer to an oversized length prefix (chiapos mode).
+    pub(crate) fn new(
+        bytes: &'a [u8],
+        geometry: Geometry,
+        mode: Mode,
+    ) -> Result<Option<Self>, PlotError> {
+        let len = usize::from(u16::from_be_bytes([byte_at(bytes, 0), byte_at(bytes, 1)]));
+        if len > geometry.c3_park_bytes() as usize - 2 {
+            return match mode {
+                Mode::Chiapos => Ok(None),
+                Mode::Complete => {
+                    Err(PlotError::DeltasSizeInvalid { table: C3_TABLE, size: len as u16 })
+                }
+            };
+        }
+        let src = bytes.get(2..2 + len).unwrap_or(&[]);
+        if src.len() != len {
+            return Err(PlotError::Fse { table: C3_TABLE, source: fse::FseError::EmptyStream });
+        }
+        let stream = fse::Stream::new(fse::c3_table(), src, C3_DELTAS_MAX)
+            .map_err(|source| PlotError::Fse { table: C3_TABLE, source })?;
+        Ok(Some(C3Deltas {
+            stream,
+            chunk: [0; 256],
+            produced: 0,
+            pad: mode == Mode::Chiapos,
+            ended: false,
+        }))
+    }
+
+    /// The next deltas (at most 256; empty at the end of the park).
+    pub(crate) fn next_chunk(&mut self) -> Result<&[u8], PlotError> {
+        let n = if !self.ended {
+            let n = self
+                .stream
+                .next_chunk(&mut self.chunk)
+                .map_err(|source| PlotError::Fse { table: C3_TABLE, source })?;
+            self.ended = n == 0;
+            n
+        } else {
+            0
         };
+        let n = if n == 0 && self.pad {
+            // chiapos reads its zero-filled buffer to the end.
+            let zeros = (C3_DELTAS_MAX - self.produced).min(self.chunk.len());
+            self.chunk[..zeros].fill(0);
+            zeros
+        } else {
+            n
+        };
+        self.produced += n;
+        let chunk = &self.chunk[..n];
+        if chunk.contains(&0xff) {
+            return Err(PlotError::BadDelta { table: C3_TABLE });
+        }
+        Ok(chunk)
     }
-    let stream = bytes.get(2..2 + len).unwrap_or(&[]);
-    if stream.len() != len || len == 0 {
-        return Err(PlotError::Fse { table: TABLE, source: fse::FseError::EmptyStream });
-    }
-    out.fill(0);
-    let n = fse::decode(fse::c3_table(), stream, C3_DELTAS_MAX, out)
-        .map_err(|source| PlotError::Fse { table: TABLE, source })?;
-    if out.contains(&0xff) {
-        return Err(PlotError::BadDelta { table: TABLE });
-    }
-    Ok(Some(n))
 }
 
 #[cfg(test)]
@@ -190,6 +255,14 @@ mod tests {
         fn hostile_line_points_never_panic(l in any::<u128>()) {
             let (x, _) = line_point_to_square(l);
             prop_assert!(x_enc(x) <= l);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn packed_sums_equal_field_by_field(bytes in proptest::collection::vec(any::<u8>(), 0..600), width in 15u32..=47, n in 0usize..100) {
+            let slow: u64 = (0..n as u64).map(|i| get_bits(&bytes, i * u64::from(width), width)).sum();
+            prop_assert_eq!(sum_packed(&bytes, width, n), slow);
         }
     }
 

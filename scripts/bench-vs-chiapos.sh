@@ -18,7 +18,7 @@ while [[ $# -gt 0 ]]; do
 done
 python=$("$repo/scripts/oracle-venv.sh" | tail -n 1)
 "$repo/scripts/make-fixtures.sh" >/dev/null
-cargo build --release --locked -p harvester --manifest-path "$repo/Cargo.toml" 2>/dev/null
+cargo build --release --locked -p harvester --manifest-path "$repo/Cargo.toml" --quiet
 bin="$repo/target/release/harvester"
 work="$repo/target/bench-vs-chiapos"
 rm -rf "$work" && mkdir -p "$work/plots"

@@ -395,6 +395,13 @@ impl Lookup {
                     if chunk.is_empty() {
                         break;
                     }
+                    // Whole chunks below the target only move the counters.
+                    let sum: u64 = chunk.iter().map(|&d| u64::from(d)).sum();
+                    if cur + sum < f7 && pos + (chunk.len() as u64) < park_last {
+                        cur += sum;
+                        pos += chunk.len() as u64;
+                        continue;
+                    }
                     for &d in chunk {
                         if cur > f7 {
                             surpassed = true;
@@ -422,6 +429,12 @@ impl Lookup {
                     let chunk = deltas.next_chunk()?;
                     if chunk.is_empty() {
                         break;
+                    }
+                    let sum: u64 = chunk.iter().map(|&d| u64::from(d)).sum();
+                    if cur + sum < f7 && pos + (chunk.len() as u64) < last {
+                        cur += sum;
+                        pos += chunk.len() as u64;
+                        continue;
                     }
                     for &d in chunk {
                         if pos == last {

@@ -56,9 +56,20 @@ pub type Outcome = Result<Vec<Found>, PlotError>;
 
 #[derive(Debug)]
 enum Stage {
-    C1 { group: u64 },
-    C3 { park: u64, cur: u64, positions: Positions, next: Checkpoints },
-    P7 { positions: Positions, first_park: u64 },
+    C1 {
+        group: u64,
+    },
+    C3 {
+        park: u64,
+        cur: u64,
+        positions: Positions,
+        next: Checkpoints,
+    },
+    /// `first_bit`: the table bit at which the read starts.
+    P7 {
+        positions: Positions,
+        first_bit: u64,
+    },
     Walk(Walk),
     Done,
 }
@@ -291,7 +302,7 @@ impl Lookup {
             Stage::C3 { park, cur, positions, next } => {
                 self.after_c3(park, cur, positions, next, bytes)
             }
-            Stage::P7 { positions, first_park } => self.after_p7(positions, first_park, bytes),
+            Stage::P7 { positions, first_bit } => self.after_p7(positions, first_bit, bytes),
             Stage::Walk(mut walk) => {
                 walk.absorb(self.tables.geometry, self.mode, i, bytes)?;
                 if self.remaining > 0 {
@@ -478,15 +489,17 @@ impl Lookup {
                 return Err(PlotError::NoProof { index });
             }
         }
-        let park_bytes = self.geometry().p7_park_bytes();
-        let first_park = positions.first / ENTRIES_PER_PARK;
-        let last_park = (positions.first + positions.count - 1) / ENTRIES_PER_PARK;
+        // P7 parks are whole multiples of (k+1)-bit entries, so the table is one bit string:
+        // read just the bytes holding the entries.
+        let width = u64::from(self.geometry().k()) + 1;
+        let first_byte = positions.first * width / 8;
+        let end_byte = ((positions.first + positions.count) * width).div_ceil(8);
         let read = self.tables.read_in_table(
             7,
-            self.tables.table_start(7) + first_park * park_bytes,
-            (last_park - first_park + 1) * park_bytes,
+            self.tables.table_start(7) + first_byte,
+            end_byte - first_byte,
         )?;
-        self.stage = Stage::P7 { positions, first_park };
+        self.stage = Stage::P7 { positions, first_bit: first_byte * 8 };
         self.set_reads([read]);
         Ok(())
     }
@@ -494,12 +507,11 @@ impl Lookup {
     fn after_p7(
         &mut self,
         positions: Positions,
-        first_park: u64,
+        first_bit: u64,
         bytes: &[u8],
     ) -> Result<(), PlotError> {
         let g = self.geometry();
-        let base = first_park * ENTRIES_PER_PARK;
-        let entry = |index: u64| p7_entry(bytes, g, positions.first + index - base);
+        let entry = |index: u64| p7_entry(bytes, g, positions.first + index, first_bit);
         let (full, trees): (bool, Vec<(u32, u64)>) = match self.goal {
             Goal::Proof { index } => (true, vec![(index, entry(u64::from(index)))]),
             Goal::Qualities => {

@@ -157,11 +157,11 @@ pub fn square_to_line_point(a: u64, b: u64) -> u128 {
     x_enc(x) + u128::from(y)
 }
 
-/// The P7 entry at bit-index `i` of a run of P7 parks (parks are whole multiples of
-/// (k+1)-bit entries, so consecutive parks concatenate seamlessly).
-pub(crate) fn p7_entry(parks: &[u8], geometry: Geometry, i: u64) -> u64 {
+/// P7 entry `i` from bytes that start at bit `first_bit` of the P7 table (parks are whole
+/// multiples of (k+1)-bit entries, so the table is one continuous bit string).
+pub(crate) fn p7_entry(bytes: &[u8], geometry: Geometry, i: u64, first_bit: u64) -> u64 {
     let width = u32::from(geometry.k()) + 1;
-    get_bits(parks, i * u64::from(width), width)
+    get_bits(bytes, i * u64::from(width) - first_bit, width)
 }
 
 /// The deltas of one C3 park, decoded on demand: a scan stops as soon as it passes its

@@ -1,0 +1,307 @@
+//! `loadgen`: drives the engine (one shard per disk, io_uring) with challenges and reports
+//! throughput and latency, as text and JSON.
+//!
+//! loadgen --plots DIR... [--copies N] [--challenges M] [--reads-in-flight Q]
+//!         [--cache warm|cold] [--mode chiapos|complete] [--proofs] [--json FILE]
+//!
+//! `--copies N` serves every plot N times (under distinct keys, the same file), so 10,000
+//! plots fit on a small machine. `--cache cold` uses O_DIRECT (the page cache is bypassed);
+//! `warm` uses buffered reads after reading every file once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use disk_io::{uring::UringBackend, DirectIo};
+use hdrhistogram::Histogram;
+use plot_format::Mode;
+use shard::{Command, Event, Job, JobStatus, MonotonicClock, PlotKey, Shard, ShardConfig, Work};
+
+struct Args {
+    plots: Vec<PathBuf>,
+    copies: usize,
+    challenges: u32,
+    reads_in_flight: usize,
+    cold: bool,
+    mode: Mode,
+    proofs: bool,
+    json: Option<PathBuf>,
+    concurrency: usize,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        plots: Vec::new(),
+        copies: 1,
+        challenges: 100,
+        reads_in_flight: 64,
+        cold: false,
+        mode: Mode::Chiapos,
+        proofs: false,
+        json: None,
+        concurrency: 4,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--plots" => a.plots.push(value()?.into()),
+            "--copies" => a.copies = value()?.parse().map_err(|e| format!("--copies: {e}"))?,
+            "--challenges" => {
+                a.challenges = value()?.parse().map_err(|e| format!("--challenges: {e}"))?
+            }
+            "--reads-in-flight" => {
+                a.reads_in_flight =
+                    value()?.parse().map_err(|e| format!("--reads-in-flight: {e}"))?
+            }
+            "--concurrency" => {
+                a.concurrency = value()?.parse().map_err(|e| format!("--concurrency: {e}"))?
+            }
+            "--cache" => a.cold = value()? == "cold",
+            "--mode" => {
+                a.mode = if value()? == "complete" { Mode::Complete } else { Mode::Chiapos }
+            }
+            "--proofs" => a.proofs = true,
+            "--json" => a.json = Some(value()?.into()),
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if a.plots.is_empty() {
+        return Err("usage: loadgen --plots DIR... [--copies N] [--challenges M] [--reads-in-flight Q] [--cache warm|cold] [--mode chiapos|complete] [--proofs] [--concurrency C] [--json FILE]".into());
+    }
+    Ok(a)
+}
+
+fn find_plots(paths: &[PathBuf]) -> Vec<PathBuf> {
+    fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+        if p.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    walk(&e.path(), out);
+                }
+            }
+        } else if p.extension().is_some_and(|e| e == "plot") {
+            out.push(p.to_owned());
+        }
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        walk(p, &mut out);
+    }
+    out.sort();
+    out
+}
+
+fn rusage() -> (f64, u64) {
+    // CPU seconds and peak RSS from /proc (no unsafe here).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    (cpu, hwm * 1024)
+}
+
+fn open_files() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+fn main() {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let files = find_plots(&args.plots);
+    if files.is_empty() {
+        eprintln!("no plots found");
+        std::process::exit(2);
+    }
+    if !args.cold {
+        for f in &files {
+            let _ = std::fs::read(f);
+        }
+    }
+    // Group files by disk: one shard each.
+    let mut by_disk: HashMap<String, Vec<PathBuf>> = HashMap::new();
+    for f in &files {
+        let disk = disk_io::device::disk_of(f).map(|d| d.key).unwrap_or_else(|_| "unknown".into());
+        by_disk.entry(disk).or_default().push(f.clone());
+    }
+    let open_started = Instant::now();
+    let mut shards = Vec::new();
+    let mut plot_count = 0u64;
+    for (disk, paths) in by_disk {
+        let depth = args.reads_in_flight;
+        let config = ShardConfig {
+            name: disk.clone(),
+            direct_io: if args.cold { DirectIo::Prefer } else { DirectIo::Off },
+            ..ShardConfig::default()
+        };
+        let handle = Shard::spawn(
+            config,
+            move || UringBackend::new(depth),
+            MonotonicClock::default(),
+            1024,
+            65536,
+        )
+        .unwrap_or_else(|e| panic!("shard for {disk}: {e}"));
+        for path in &paths {
+            let plot = match harvester_open(path) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{}: {e}", path.display());
+                    continue;
+                }
+            };
+            for _ in 0..args.copies {
+                let key = PlotKey(plot_count);
+                plot_count += 1;
+                let cmd =
+                    Command::AddPlot { key, path: path.clone(), plot: Box::new(plot.clone()) };
+                handle.commands.send(cmd).expect("shard alive");
+            }
+        }
+        shards.push(handle);
+    }
+    let open_seconds = open_started.elapsed().as_secs_f64();
+    let (cpu0, _) = rusage();
+    let challenges: Vec<[u8; 32]> = (0..args.challenges)
+        .map(|i| {
+            use sha2::{Digest, Sha256};
+            Sha256::digest([b"loadgen".as_slice(), &i.to_be_bytes()].concat()).into()
+        })
+        .collect();
+    let mut per_challenge = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+    let started = Instant::now();
+    let mut next = 0usize;
+    let mut in_flight: HashMap<u64, (Instant, usize)> = HashMap::new();
+    let (mut qualities, mut proofs, mut timeouts, mut errors) = (0u64, 0u64, 0u64, 0u64);
+    let deadline = Duration::from_secs(30);
+    let clock = MonotonicClock::default();
+    let sel = crossbeam_channel_select(&shards);
+    while next < challenges.len() || !in_flight.is_empty() {
+        while next < challenges.len() && in_flight.len() < args.concurrency {
+            let id = next as u64;
+            let work = Work::Qualities {
+                challenge: challenges[next],
+                plots: None,
+                mode: args.mode,
+                proofs: args.proofs,
+            };
+            for s in &shards {
+                let job =
+                    Job { id, work: work.clone(), deadline: shard::Clock::now(&clock) + deadline };
+                s.commands.send(Command::Job(job)).expect("shard alive");
+            }
+            in_flight.insert(id, (Instant::now(), shards.len()));
+            next += 1;
+        }
+        let (_, event) = sel(&shards);
+        match event {
+            Event::Found { found, .. } => {
+                qualities += found.len() as u64;
+                proofs += found.iter().filter(|f| f.proof.is_some()).count() as u64;
+            }
+            Event::PlotFailed { .. } => errors += 1,
+            Event::JobDone { job, status } => {
+                if matches!(status, JobStatus::TimedOut { .. }) {
+                    timeouts += 1;
+                }
+                if let Some(entry) = in_flight.get_mut(&job) {
+                    entry.1 -= 1;
+                    if entry.1 == 0 {
+                        let us = entry.0.elapsed().as_micros() as u64;
+                        per_challenge.saturating_record(us.max(1));
+                        in_flight.remove(&job);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (cpu1, rss) = rusage();
+    let mut reads = 0u64;
+    let mut read_bytes = 0u64;
+    let mut read_hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+    // Let each shard publish its final metrics.
+    std::thread::sleep(Duration::from_millis(250));
+    for s in &shards {
+        let snap = s.metrics.snapshot();
+        reads += snap.counters.reads;
+        read_bytes += snap.counters.read_bytes;
+        let _ = read_hist.add(&snap.histograms.read_latency_us);
+    }
+    let lookups = plot_count * u64::from(args.challenges);
+    let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+    let report = serde_json::json!({
+        "plots": plot_count, "files": files.len(), "shards": shards.len(),
+        "challenges": args.challenges, "cache": if args.cold { "cold (O_DIRECT)" } else { "warm" },
+        "mode": format!("{:?}", args.mode), "proofs": args.proofs,
+        "reads_in_flight_max": args.reads_in_flight, "concurrency": args.concurrency,
+        "seconds": seconds, "lookups": lookups, "lookups_per_second": lookups as f64 / seconds,
+        "challenges_per_second": f64::from(args.challenges) / seconds,
+        "reads": reads, "read_iops": reads as f64 / seconds,
+        "read_bytes_mean": read_bytes as f64 / (reads.max(1) as f64),
+        "qualities": qualities, "proofs_found": proofs, "timeouts": timeouts, "plot_errors": errors,
+        "challenge_ms": {"p50": q(&per_challenge, 0.5), "p99": q(&per_challenge, 0.99), "p999": q(&per_challenge, 0.999), "max": per_challenge.max() as f64 / 1000.0},
+        "read_ms": {"p50": q(&read_hist, 0.5), "p99": q(&read_hist, 0.99), "p999": q(&read_hist, 0.999), "max": read_hist.max() as f64 / 1000.0},
+        "cpu_seconds": cpu1 - cpu0, "peak_rss_bytes": rss, "open_files": open_files(),
+        "open_and_index_seconds": open_seconds,
+    });
+    println!(
+        "{} plots ({} files, {} shards), {} challenges, {}: {:.0} lookups/s, {:.0} read IOPS, challenge p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms max {:.2} ms; read p50 {:.3} ms p99 {:.3} ms; CPU {:.2} s, peak RSS {:.1} MiB, {} open files, opened in {:.2} s",
+        plot_count, files.len(), shards.len(), args.challenges, report["cache"].as_str().unwrap_or(""),
+        lookups as f64 / seconds, reads as f64 / seconds,
+        q(&per_challenge, 0.5), q(&per_challenge, 0.99), q(&per_challenge, 0.999), per_challenge.max() as f64 / 1000.0,
+        q(&read_hist, 0.5), q(&read_hist, 0.99), cpu1 - cpu0, rss as f64 / 1048576.0, open_files(), open_seconds,
+    );
+    if let Some(path) = args.json {
+        std::fs::write(&path, report.to_string())
+            .unwrap_or_else(|e| eprintln!("{}: {e}", path.display()));
+    }
+    for s in shards {
+        drop(s.commands);
+        let _ = s.thread.join();
+    }
+}
+
+/// Waits for the next event of any shard.
+fn crossbeam_channel_select(
+    _: &[shard::ShardHandle],
+) -> impl Fn(&[shard::ShardHandle]) -> (usize, Event) {
+    |shards: &[shard::ShardHandle]| {
+        let mut sel = crossbeam_channel::Select::new();
+        for s in shards {
+            sel.recv(&s.events);
+        }
+        let op = sel.select();
+        let i = op.index();
+        let event = op.recv(&shards[i].events).expect("shard alive");
+        (i, event)
+    }
+}
+
+fn harvester_open(path: &Path) -> std::io::Result<plot_format::Plot> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path)?;
+    let mut opener = plot_format::PlotOpener::new(file.metadata()?.len());
+    let mut buf = Vec::new();
+    loop {
+        let r = opener.next_read();
+        buf.resize(r.len as usize, 0);
+        file.read_exact_at(&mut buf, r.offset)?;
+        if let Some(plot) = opener.supply(&buf).map_err(std::io::Error::other)? {
+            return Ok(plot);
+        }
+    }
+}

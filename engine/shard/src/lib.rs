@@ -1,0 +1,20 @@
+//! One shard per disk: a thread that owns one [`disk_io::Backend`] (an io_uring ring in
+//! production), the plots of that disk, and the lookups in progress.
+//!
+//! Each pass of the loop ([`Shard::tick`]): take new commands, drain completions and feed them
+//! to their lookups, start lookups for queued jobs, queue every lookup's next reads (identical
+//! reads shared), answer jobs whose deadline passed, then one submit-and-wait. Results leave
+//! through a bounded crossbeam channel as [`Event`]s; a full channel slows the shard (counted),
+//! nothing is dropped.
+//!
+//! Every job ends with exactly one [`Event::JobDone`], after the per-plot events it produced.
+#![forbid(unsafe_code)]
+
+mod metrics;
+mod shard;
+
+pub use metrics::{Counters, Histograms, MetricsHandle, Snapshot};
+pub use shard::{
+    Clock, Command, Event, Job, JobId, JobStatus, MonotonicClock, PlotKey, Shard, ShardConfig,
+    ShardError, ShardHandle, Work,
+};

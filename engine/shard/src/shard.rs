@@ -1,0 +1,838 @@
+//! The shard loop. See the crate documentation.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use disk_io::{Backend, Completion, DirectIo, FileId, IoError, ReadOp};
+use plot_format::{Found, Goal, Lookup, Mode, Plot, PlotError, ReadRequest};
+
+use crate::metrics::{Histograms, MetricsHandle, Snapshot};
+
+pub type JobId = u64;
+
+/// The caller's name for a plot (unique across shards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PlotKey(pub u64);
+
+/// Monotonic time as the shard sees it; the simulated disk substitutes virtual time.
+pub trait Clock {
+    fn now(&self) -> Duration;
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct MonotonicClock {
+    start: Instant,
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        MonotonicClock { start: Instant::now() }
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// A name for logs and metrics (the disk).
+    pub name: String,
+    /// Lookups running at once; further jobs wait in the queue.
+    pub lookups_active_max: usize,
+    /// Jobs accepted and not yet finished; beyond it jobs are rejected as overloaded.
+    pub jobs_queued_max: usize,
+    /// Consecutive failed reads of one plot before it is quarantined.
+    pub plot_errors_max: u32,
+    /// While degraded, a probe read is tried this often.
+    pub probe_interval: Duration,
+    /// Longest wait in one submit-and-wait while reads are in flight (new jobs wait at most
+    /// this long to be noticed).
+    pub tick_max: Duration,
+    /// How often metrics are published.
+    pub publish_interval: Duration,
+    pub direct_io: DirectIo,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            name: "disk".into(),
+            lookups_active_max: 4096,
+            jobs_queued_max: 1024,
+            plot_errors_max: 3,
+            probe_interval: Duration::from_millis(500),
+            tick_max: Duration::from_millis(1),
+            publish_interval: Duration::from_millis(100),
+            direct_io: DirectIo::Prefer,
+        }
+    }
+}
+
+/// What a job asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// Qualities of `challenge` in the given plots of this shard (`None`: every active plot),
+    /// with their proofs when `proofs`.
+    Qualities { challenge: [u8; 32], plots: Option<Vec<PlotKey>>, mode: Mode, proofs: bool },
+    /// The full proof of entry `index` of `challenge` in `plot`.
+    Proof { plot: PlotKey, challenge: [u8; 32], index: u32, mode: Mode },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: JobId,
+    pub work: Work,
+    /// Clock time by which the job must be answered.
+    pub deadline: Duration,
+}
+
+pub enum Command {
+    Job(Job),
+    /// Serve an opened plot from `path` (the shard opens its own handle through the backend).
+    AddPlot {
+        key: PlotKey,
+        path: PathBuf,
+        plot: Box<Plot>,
+    },
+    RemovePlot {
+        key: PlotKey,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardError {
+    Plot(PlotError),
+    Io(IoError),
+    UnknownPlot,
+    Quarantined,
+}
+
+impl std::fmt::Display for ShardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShardError::Plot(e) => write!(f, "{e}"),
+            ShardError::Io(e) => write!(f, "{e}"),
+            ShardError::UnknownPlot => f.write_str("plot is not served by this shard"),
+            ShardError::Quarantined => f.write_str("plot is quarantined"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobStatus {
+    /// Every plot answered (with results, nothing, or an error event).
+    Complete,
+    /// The deadline passed; `unanswered` plots gave no answer (their events are lost).
+    TimedOut { unanswered: u32 },
+    /// Not started: the disk is degraded, or too many jobs are queued.
+    Rejected { reason: &'static str },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A plot's answer to a job (at least one entry).
+    Found {
+        job: JobId,
+        plot: PlotKey,
+        found: Vec<Found>,
+    },
+    /// A plot failed this job.
+    PlotFailed {
+        job: JobId,
+        plot: PlotKey,
+        error: ShardError,
+    },
+    /// The one and last event of every job.
+    JobDone {
+        job: JobId,
+        status: JobStatus,
+    },
+    PlotQuarantined {
+        plot: PlotKey,
+        reason: String,
+    },
+    DiskDegraded {
+        shard: String,
+    },
+    DiskRecovered {
+        shard: String,
+    },
+}
+
+struct PlotSlot {
+    path: PathBuf,
+    plot: Box<Plot>,
+    file: FileId,
+    consecutive_errors: u32,
+    quarantined: Option<String>,
+}
+
+struct JobState {
+    job: Job,
+    accepted: Duration,
+    started: bool,
+    /// Plots not yet answered.
+    pending: u32,
+}
+
+/// A lookup in progress: which job and plot, and the reads of its current round still owed.
+struct Active {
+    job: JobId,
+    plot: PlotKey,
+    lookup: Lookup,
+    generation: u64,
+}
+
+/// One read in the backend, shared by every lookup read that asked for the same bytes.
+struct InFlight {
+    request: (FileId, u64, u32),
+    waiters: Vec<Waiter>,
+    pushed: Duration,
+}
+
+#[derive(Clone, Copy)]
+struct Waiter {
+    slot: usize,
+    generation: u64,
+    round: u32,
+    index: usize,
+}
+
+/// A shard running on its own thread.
+pub struct ShardHandle {
+    pub name: String,
+    pub commands: Sender<Command>,
+    pub events: Receiver<Event>,
+    pub metrics: MetricsHandle,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+pub struct Shard<B: Backend, C: Clock> {
+    config: ShardConfig,
+    backend: B,
+    clock: C,
+    commands: Receiver<Command>,
+    events: Sender<Event>,
+    plots: HashMap<PlotKey, PlotSlot>,
+    jobs: HashMap<JobId, JobState>,
+    queue: VecDeque<JobId>,
+    active: Vec<Option<Active>>,
+    free_slots: Vec<usize>,
+    generation: u64,
+    /// Reads in the backend, by tag.
+    in_flight: HashMap<u64, InFlight>,
+    /// The tag of the read in flight for identical bytes (coalescing).
+    by_request: HashMap<(FileId, u64, u32), u64>,
+    next_tag: u64,
+    /// Lookup reads waiting for room in the backend.
+    unsent: VecDeque<Waiter>,
+    completions: Vec<Completion>,
+    degraded: bool,
+    next_probe: Duration,
+    probe_tag: Option<u64>,
+    snapshot: Snapshot,
+    metrics: MetricsHandle,
+    next_publish: Duration,
+    disconnected: bool,
+}
+
+impl<B: Backend, C: Clock> Shard<B, C> {
+    pub fn new(
+        config: ShardConfig,
+        backend: B,
+        clock: C,
+        commands: Receiver<Command>,
+        events: Sender<Event>,
+    ) -> Self {
+        Shard {
+            config,
+            backend,
+            clock,
+            commands,
+            events,
+            plots: HashMap::new(),
+            jobs: HashMap::new(),
+            queue: VecDeque::new(),
+            active: Vec::new(),
+            free_slots: Vec::new(),
+            generation: 0,
+            in_flight: HashMap::new(),
+            by_request: HashMap::new(),
+            next_tag: 1,
+            unsent: VecDeque::new(),
+            completions: Vec::new(),
+            degraded: false,
+            next_probe: Duration::ZERO,
+            probe_tag: None,
+            snapshot: Snapshot::default(),
+            metrics: MetricsHandle::default(),
+            next_publish: Duration::ZERO,
+            disconnected: false,
+        }
+    }
+
+    /// Runs a shard on its own thread. The backend is made on that thread (an io_uring ring
+    /// set up with SINGLE_ISSUER must be used by the thread that created it).
+    pub fn spawn<F>(
+        config: ShardConfig,
+        make_backend: F,
+        clock: C,
+        commands_max: usize,
+        events_max: usize,
+    ) -> std::io::Result<ShardHandle>
+    where
+        F: FnOnce() -> std::io::Result<B> + Send + 'static,
+        B: 'static,
+        C: Send + 'static,
+    {
+        let (command_tx, command_rx) = crossbeam_channel::bounded(commands_max);
+        let (event_tx, event_rx) = crossbeam_channel::bounded(events_max);
+        let metrics = MetricsHandle::default();
+        let published = metrics.clone();
+        let name = config.name.clone();
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let thread =
+            std::thread::Builder::new().name(format!("shard-{name}")).spawn(move || {
+                let backend = match make_backend() {
+                    Ok(b) => {
+                        let _ = ready_tx.send(Ok(()));
+                        b
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let mut shard = Shard::new(config, backend, clock, command_rx, event_tx);
+                shard.metrics = published;
+                shard.run();
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(std::io::Error::other("shard thread ended before starting")),
+        }
+        Ok(ShardHandle { name, commands: command_tx, events: event_rx, metrics, thread })
+    }
+
+    pub fn metrics(&self) -> MetricsHandle {
+        self.metrics.clone()
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Has work: jobs queued or running, or reads in flight.
+    pub fn busy(&self) -> bool {
+        !self.jobs.is_empty() || self.backend.in_flight() > 0
+    }
+
+    /// Runs until the command channel is closed and every job is answered.
+    pub fn run(mut self) {
+        while !(self.disconnected && self.jobs.is_empty()) {
+            self.tick();
+        }
+        self.publish(true);
+    }
+
+    /// One pass of the loop. Blocks: on the command channel when idle, else in the backend.
+    pub fn tick(&mut self) {
+        self.take_commands();
+        self.reap();
+        self.expire();
+        self.start_jobs();
+        self.send_reads();
+        self.probe();
+        self.publish(false);
+        if self.backend.in_flight() > 0 || !self.unsent.is_empty() {
+            let wait = self.wait_budget();
+            if let Err(e) = self.backend.submit_and_wait(Some(wait)) {
+                eprintln!("shard {}: submit failed: {e}", self.config.name);
+            }
+        }
+    }
+
+    fn wait_budget(&self) -> Duration {
+        let now = self.clock.now();
+        let next_deadline = self.jobs.values().map(|j| j.job.deadline).min();
+        let mut wait = self.config.tick_max;
+        if let Some(d) = next_deadline {
+            wait = wait.min(d.saturating_sub(now));
+        }
+        wait.max(Duration::from_micros(50))
+    }
+
+    fn take_commands(&mut self) {
+        let idle = self.jobs.is_empty() && self.backend.in_flight() == 0;
+        if idle && !self.disconnected {
+            // Nothing to do: sleep on the channel (a degraded disk still probes).
+            let timeout =
+                if self.degraded { self.config.probe_interval } else { Duration::from_millis(100) };
+            match self.commands.recv_timeout(timeout) {
+                Ok(c) => self.command(c),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => self.disconnected = true,
+            }
+        }
+        loop {
+            match self.commands.try_recv() {
+                Ok(c) => self.command(c),
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    self.disconnected = true;
+                    break;
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Job(job) => self.accept(job),
+            Command::AddPlot { key, path, plot } => {
+                match self.backend.open(&path, self.config.direct_io) {
+                    Ok(opened) => {
+                        self.plots.insert(
+                            key,
+                            PlotSlot {
+                                path,
+                                plot,
+                                file: opened.id,
+                                consecutive_errors: 0,
+                                quarantined: None,
+                            },
+                        );
+                    }
+                    Err(e) => self.emit(Event::PlotQuarantined {
+                        plot: key,
+                        reason: format!("{}: {e}", path.display()),
+                    }),
+                }
+            }
+            Command::RemovePlot { key } => {
+                if let Some(p) = self.plots.remove(&key) {
+                    self.backend.close(p.file);
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, job: Job) {
+        self.snapshot.counters.jobs += 1;
+        let reject = if self.degraded {
+            Some("disk degraded")
+        } else if self.jobs.len() >= self.config.jobs_queued_max {
+            Some("shard overloaded")
+        } else {
+            None
+        };
+        if let Some(reason) = reject {
+            self.snapshot.counters.jobs_rejected += 1;
+            return self
+                .emit(Event::JobDone { job: job.id, status: JobStatus::Rejected { reason } });
+        }
+        let id = job.id;
+        self.jobs
+            .insert(id, JobState { job, accepted: self.clock.now(), started: false, pending: 0 });
+        self.queue.push_back(id);
+    }
+
+    /// Starts queued jobs while lookup slots are free.
+    fn start_jobs(&mut self) {
+        while let Some(&id) = self.queue.front() {
+            let Some(state) = self.jobs.get(&id) else {
+                self.queue.pop_front();
+                continue;
+            };
+            let targets: Vec<(PlotKey, [u8; 32], Goal, Mode)> = match &state.job.work {
+                Work::Qualities { challenge, plots, mode, proofs } => {
+                    let goal = if *proofs { Goal::QualitiesAndProofs } else { Goal::Qualities };
+                    let mut keys: Vec<PlotKey> = match plots {
+                        Some(list) => list.clone(),
+                        None => self
+                            .plots
+                            .iter()
+                            .filter(|(_, p)| p.quarantined.is_none())
+                            .map(|(k, _)| *k)
+                            .collect(),
+                    };
+                    keys.sort_unstable();
+                    keys.into_iter().map(|k| (k, *challenge, goal, *mode)).collect()
+                }
+                Work::Proof { plot, challenge, index, mode } => {
+                    vec![(*plot, *challenge, Goal::Proof { index: *index }, *mode)]
+                }
+            };
+            let free = self.config.lookups_active_max.saturating_sub(self.active_count());
+            if targets.len() > free && self.active_count() > 0 {
+                break; // wait for room; a job larger than the whole limit starts alone
+            }
+            self.queue.pop_front();
+            let now = self.clock.now();
+            if let Some(state) = self.jobs.get_mut(&id) {
+                state.started = true;
+                state.pending = targets.len() as u32;
+                Histograms::record(
+                    &mut self.snapshot.histograms.queue_wait_us,
+                    micros(now.saturating_sub(state.accepted)),
+                );
+            }
+            for (key, challenge, goal, mode) in targets {
+                let plot = match self.plots.get(&key) {
+                    None => Err(ShardError::UnknownPlot),
+                    Some(p) if p.quarantined.is_some() => Err(ShardError::Quarantined),
+                    Some(p) => Ok(p.plot.lookup(&challenge, goal, mode)),
+                };
+                match plot {
+                    Ok(lookup) => self.activate(id, key, lookup),
+                    Err(error) => self.plot_answered(id, key, Err(error)),
+                }
+            }
+            self.finish_if_done(id);
+        }
+    }
+
+    fn active_count(&self) -> usize {
+        self.active.len() - self.free_slots.len()
+    }
+
+    fn activate(&mut self, job: JobId, plot: PlotKey, lookup: Lookup) {
+        self.generation += 1;
+        let generation = self.generation;
+        if lookup.is_done() {
+            // Answered from C2 alone (no entry can match).
+            let outcome = lookup.into_outcome().unwrap_or(Ok(Vec::new()));
+            return self.plot_answered(job, plot, outcome.map_err(ShardError::Plot));
+        }
+        let entry = Active { job, plot, lookup, generation };
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.active[s] = Some(entry);
+                s
+            }
+            None => {
+                self.active.push(Some(entry));
+                self.active.len() - 1
+            }
+        };
+        self.queue_round(slot);
+    }
+
+    /// Queues the reads of a lookup's current round.
+    fn queue_round(&mut self, slot: usize) {
+        let Some(a) = &self.active[slot] else { return };
+        let round = a.lookup.round();
+        let generation = a.generation;
+        for index in 0..a.lookup.reads().len() {
+            self.unsent.push_back(Waiter { slot, generation, round, index });
+        }
+    }
+
+    /// Pushes waiting reads into the backend, sharing identical reads, up to its limit.
+    fn send_reads(&mut self) {
+        let now = self.clock.now();
+        while let Some(w) = self.unsent.front().copied() {
+            let Some((file, request)) = self.waiter_request(w) else {
+                self.unsent.pop_front();
+                continue;
+            };
+            let key = (file, request.offset, request.len);
+            if let Some(tag) = self.by_request.get(&key) {
+                if let Some(f) = self.in_flight.get_mut(tag) {
+                    f.waiters.push(w);
+                    self.snapshot.counters.reads_coalesced += 1;
+                    self.unsent.pop_front();
+                    continue;
+                }
+            }
+            let tag = self.next_tag;
+            let op = ReadOp { tag, file, offset: request.offset, len: request.len };
+            if self.backend.push(op).is_err() {
+                break; // at reads_in_flight_max; retried next tick
+            }
+            self.next_tag += 1;
+            self.unsent.pop_front();
+            self.snapshot.counters.reads += 1;
+            self.by_request.insert(key, tag);
+            self.in_flight.insert(tag, InFlight { request: key, waiters: vec![w], pushed: now });
+        }
+    }
+
+    /// The read a waiter stands for, if its lookup still wants it.
+    fn waiter_request(&self, w: Waiter) -> Option<(FileId, ReadRequest)> {
+        let a = self.active.get(w.slot)?.as_ref()?;
+        if a.generation != w.generation || a.lookup.round() != w.round {
+            return None;
+        }
+        let request = *a.lookup.reads().get(w.index)?;
+        Some((self.plots.get(&a.plot)?.file, request))
+    }
+
+    fn reap(&mut self) {
+        let mut completions = std::mem::take(&mut self.completions);
+        self.backend.drain(&mut completions);
+        let now = self.clock.now();
+        for c in completions.drain(..) {
+            if Some(c.tag) == self.probe_tag {
+                self.probe_done(c);
+                continue;
+            }
+            let Some(read) = self.in_flight.remove(&c.tag) else {
+                if let Ok(buf) = c.result {
+                    self.backend.recycle(buf);
+                }
+                continue;
+            };
+            if self.by_request.get(&read.request) == Some(&c.tag) {
+                self.by_request.remove(&read.request);
+            }
+            Histograms::record(
+                &mut self.snapshot.histograms.read_latency_us,
+                micros(now.saturating_sub(read.pushed)),
+            );
+            match c.result {
+                Ok(buf) => {
+                    self.snapshot.counters.read_bytes += buf.len() as u64;
+                    for w in read.waiters {
+                        self.supply(w, Ok(buf.bytes()));
+                    }
+                    self.backend.recycle(buf);
+                }
+                Err(e) => {
+                    self.snapshot.counters.read_errors += 1;
+                    for w in read.waiters {
+                        self.supply(w, Err(e.clone()));
+                    }
+                }
+            }
+        }
+        self.completions = completions;
+    }
+
+    fn supply(&mut self, w: Waiter, bytes: Result<&[u8], IoError>) {
+        let Some(Some(a)) = self.active.get_mut(w.slot) else {
+            self.snapshot.counters.reads_late += 1;
+            return;
+        };
+        if a.generation != w.generation || a.lookup.round() != w.round {
+            self.snapshot.counters.reads_late += 1;
+            return;
+        }
+        let plot = a.plot;
+        match bytes {
+            Ok(bytes) => {
+                a.lookup.supply(w.index, bytes);
+                if let Some(p) = self.plots.get_mut(&plot) {
+                    p.consecutive_errors = 0;
+                }
+            }
+            Err(e) => return self.io_failed(w.slot, e),
+        }
+        if a.lookup.is_done() {
+            self.retire(w.slot);
+        } else if a.lookup.round() != w.round {
+            self.queue_round(w.slot);
+        }
+    }
+
+    fn io_failed(&mut self, slot: usize, error: IoError) {
+        let Some(a) = self.active[slot].take() else { return };
+        self.free_slots.push(slot);
+        let quarantine = match self.plots.get_mut(&a.plot) {
+            Some(p) => {
+                p.consecutive_errors += 1;
+                p.consecutive_errors >= self.config.plot_errors_max && p.quarantined.is_none()
+            }
+            None => false,
+        };
+        if quarantine {
+            self.quarantine(
+                a.plot,
+                format!("{} failed reads in a row, last: {error}", self.config.plot_errors_max),
+            );
+        }
+        self.plot_answered(a.job, a.plot, Err(ShardError::Io(error)));
+        self.finish_if_done(a.job);
+    }
+
+    fn quarantine(&mut self, plot: PlotKey, reason: String) {
+        if let Some(p) = self.plots.get_mut(&plot) {
+            eprintln!(
+                "shard {}: plot {} quarantined: {reason}",
+                self.config.name,
+                p.path.display()
+            );
+            p.quarantined = Some(reason.clone());
+            self.snapshot.counters.plots_quarantined += 1;
+            self.emit(Event::PlotQuarantined { plot, reason });
+        }
+    }
+
+    /// A lookup finished: report its outcome.
+    fn retire(&mut self, slot: usize) {
+        let Some(a) = self.active[slot].take() else { return };
+        self.free_slots.push(slot);
+        let outcome = a.lookup.into_outcome().unwrap_or(Ok(Vec::new()));
+        if let Err(e) = &outcome {
+            if is_corruption(e) {
+                self.quarantine(a.plot, e.to_string());
+            }
+        }
+        self.plot_answered(a.job, a.plot, outcome.map_err(ShardError::Plot));
+        self.finish_if_done(a.job);
+    }
+
+    fn plot_answered(
+        &mut self,
+        job: JobId,
+        plot: PlotKey,
+        outcome: Result<Vec<Found>, ShardError>,
+    ) {
+        let Some(state) = self.jobs.get_mut(&job) else { return };
+        state.pending = state.pending.saturating_sub(1);
+        match outcome {
+            Ok(found) if found.is_empty() => {}
+            Ok(found) => {
+                let proofs = found.iter().filter(|f| f.proof.is_some()).count() as u64;
+                self.snapshot.counters.qualities += found.len() as u64;
+                self.snapshot.counters.proofs += proofs;
+                self.emit(Event::Found { job, plot, found });
+            }
+            Err(error) => {
+                self.snapshot.counters.plot_errors += 1;
+                self.emit(Event::PlotFailed { job, plot, error });
+            }
+        }
+    }
+
+    fn finish_if_done(&mut self, job: JobId) {
+        let done = self.jobs.get(&job).is_some_and(|s| s.started && s.pending == 0);
+        if done {
+            if let Some(state) = self.jobs.remove(&job) {
+                let us = micros(self.clock.now().saturating_sub(state.accepted));
+                let h = match state.job.work {
+                    Work::Proof { .. } => &mut self.snapshot.histograms.proof_latency_us,
+                    Work::Qualities { .. } => &mut self.snapshot.histograms.lookup_latency_us,
+                };
+                Histograms::record(h, us);
+                self.emit(Event::JobDone { job, status: JobStatus::Complete });
+            }
+        }
+    }
+
+    /// Answers every job past its deadline. Their reads stay owned by the backend until they
+    /// complete; if reads were still in flight, the disk is degraded.
+    fn expire(&mut self) {
+        let now = self.clock.now();
+        let expired: Vec<JobId> =
+            self.jobs.iter().filter(|(_, s)| s.job.deadline <= now).map(|(id, _)| *id).collect();
+        let mut stuck = false;
+        for id in expired {
+            let Some(state) = self.jobs.remove(&id) else { continue };
+            let mut unanswered = if state.started { state.pending } else { 0 };
+            if !state.started {
+                self.queue.retain(|j| *j != id);
+                unanswered = 1;
+            }
+            for slot in 0..self.active.len() {
+                if self.active[slot].as_ref().is_some_and(|a| a.job == id) {
+                    self.active[slot] = None;
+                    self.free_slots.push(slot);
+                    stuck = true;
+                }
+            }
+            self.snapshot.counters.jobs_timed_out += 1;
+            self.emit(Event::JobDone { job: id, status: JobStatus::TimedOut { unanswered } });
+        }
+        if stuck && self.backend.in_flight() > 0 && !self.degraded {
+            self.degraded = true;
+            self.snapshot.counters.degraded_episodes += 1;
+            self.next_probe = now + self.config.probe_interval;
+            eprintln!("shard {}: disk degraded: reads outlived their deadline", self.config.name);
+            let shard = self.config.name.clone();
+            self.emit(Event::DiskDegraded { shard });
+            // Jobs still queued are held back: answered at once as rejected.
+            for id in std::mem::take(&mut self.queue) {
+                if self.jobs.remove(&id).is_some() {
+                    self.snapshot.counters.jobs_rejected += 1;
+                    self.emit(Event::JobDone {
+                        job: id,
+                        status: JobStatus::Rejected { reason: "disk degraded" },
+                    });
+                }
+            }
+        }
+    }
+
+    /// While degraded: a small read of some plot's header, once per interval; success heals.
+    fn probe(&mut self) {
+        if !self.degraded || self.probe_tag.is_some() || self.clock.now() < self.next_probe {
+            return;
+        }
+        let Some(file) = self.plots.values().find(|p| p.quarantined.is_none()).map(|p| p.file)
+        else {
+            return;
+        };
+        let tag = self.next_tag;
+        if self.backend.push(ReadOp { tag, file, offset: 0, len: 512 }).is_ok() {
+            self.next_tag += 1;
+            self.probe_tag = Some(tag);
+        }
+    }
+
+    fn probe_done(&mut self, c: Completion) {
+        self.probe_tag = None;
+        match c.result {
+            Ok(buf) => {
+                self.backend.recycle(buf);
+                self.degraded = false;
+                eprintln!("shard {}: disk recovered (probe read succeeded)", self.config.name);
+                let shard = self.config.name.clone();
+                self.emit(Event::DiskRecovered { shard });
+            }
+            Err(_) => self.next_probe = self.clock.now() + self.config.probe_interval,
+        }
+    }
+
+    /// Sends an event; a full channel makes the shard wait (backpressure), counted.
+    fn emit(&mut self, event: Event) {
+        match self.events.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(event)) => {
+                self.snapshot.counters.results_backpressure += 1;
+                let _ = self.events.send(event);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    fn publish(&mut self, force: bool) {
+        let now = self.clock.now();
+        if !force && now < self.next_publish {
+            return;
+        }
+        self.snapshot.reads_in_flight = self.backend.in_flight() as u64;
+        self.snapshot.plots_quarantined =
+            self.plots.values().filter(|p| p.quarantined.is_some()).count() as u64;
+        self.snapshot.plots_active = self.plots.len() as u64 - self.snapshot.plots_quarantined;
+        self.snapshot.degraded = self.degraded;
+        if self.metrics.try_publish(&self.snapshot) {
+            self.next_publish = now + self.config.publish_interval;
+        }
+    }
+}
+
+/// Decoder errors that mean the plot's bytes are wrong (not "no proof").
+fn is_corruption(e: &PlotError) -> bool {
+    !matches!(e, PlotError::NoProof { .. } | PlotError::UncompressedPark { .. })
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

@@ -131,46 +131,62 @@ fn main() {
         }
     }
     // Group files by disk: one shard each.
-    let mut by_disk: HashMap<String, Vec<PathBuf>> = HashMap::new();
+    let mut by_disk: HashMap<String, (usize, Vec<PathBuf>)> = HashMap::new();
     for f in &files {
-        let disk = disk_io::device::disk_of(f).map(|d| d.key).unwrap_or_else(|_| "unknown".into());
-        by_disk.entry(disk).or_default().push(f.clone());
+        let (key, depth) = match disk_io::device::disk_of(f) {
+            Ok(d) => (d.key, d.queue_depth_max as usize),
+            Err(_) => ("unknown".into(), args.reads_in_flight),
+        };
+        by_disk.entry(key).or_insert_with(|| (depth, Vec::new())).1.push(f.clone());
     }
+    // One clock for every shard and for the deadlines written here.
+    let clock = MonotonicClock::default();
     let open_started = Instant::now();
     let mut shards = Vec::new();
     let mut plot_count = 0u64;
-    for (disk, paths) in by_disk {
-        let depth = args.reads_in_flight;
+    for (disk, (device_depth, paths)) in by_disk {
+        // Never more reads in flight than the device queues.
+        let depth = args.reads_in_flight.min(device_depth.max(1));
         let config = ShardConfig {
             name: disk.clone(),
             direct_io: if args.cold { DirectIo::Prefer } else { DirectIo::Off },
             ..ShardConfig::default()
         };
-        let handle = Shard::spawn(
-            config,
-            move || UringBackend::new(depth),
-            MonotonicClock::default(),
-            1024,
-            65536,
-        )
-        .unwrap_or_else(|e| panic!("shard for {disk}: {e}"));
+        let handle = Shard::spawn(config, move || UringBackend::new(depth), clock, 1024, 65536)
+            .unwrap_or_else(|e| panic!("shard for {disk}: {e}"));
         for path in &paths {
-            let plot = match harvester_open(path) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("{}: {e}", path.display());
-                    continue;
-                }
-            };
             for _ in 0..args.copies {
+                // Every copy is opened and indexed on its own, as distinct files would be.
+                let plot = match harvester_open(path) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("{}: {e}", path.display());
+                        break;
+                    }
+                };
                 let key = PlotKey(plot_count);
                 plot_count += 1;
-                let cmd =
-                    Command::AddPlot { key, path: path.clone(), plot: Box::new(plot.clone()) };
+                let cmd = Command::AddPlot { key, path: path.clone(), plot: Box::new(plot) };
                 handle.commands.send(cmd).expect("shard alive");
             }
         }
         shards.push(handle);
+    }
+    // A job over no plots: its answer means every AddPlot before it was handled.
+    for s in &shards {
+        let work = Work::Qualities {
+            challenge: [0; 32],
+            plots: Some(Vec::new()),
+            mode: args.mode,
+            proofs: false,
+        };
+        let job = Job { id: u64::MAX, work, deadline: Duration::from_secs(3600) };
+        s.commands.send(Command::Job(job)).expect("shard alive");
+        loop {
+            if let Ok(Event::JobDone { job: u64::MAX, .. }) = s.events.recv() {
+                break;
+            }
+        }
     }
     let open_seconds = open_started.elapsed().as_secs_f64();
     let (cpu0, _) = rusage();
@@ -186,7 +202,6 @@ fn main() {
     let mut in_flight: HashMap<u64, (Instant, usize)> = HashMap::new();
     let (mut qualities, mut proofs, mut timeouts, mut errors) = (0u64, 0u64, 0u64, 0u64);
     let deadline = Duration::from_secs(30);
-    let clock = MonotonicClock::default();
     let sel = crossbeam_channel_select(&shards);
     while next < challenges.len() || !in_flight.is_empty() {
         while next < challenges.len() && in_flight.len() < args.concurrency {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 pub mod buffer;
 pub mod device;
+mod file;
 pub mod pread;
 pub mod uring;
 
@@ -95,4 +96,9 @@ pub trait Backend {
     fn reads_in_flight_max(&self) -> usize;
     /// Gives a drained buffer back for reuse.
     fn recycle(&mut self, buffer: Buffer);
+    /// Files opened with [`DirectIo::Prefer`] that are read buffered after all (the file system
+    /// refused O_DIRECT at open or at the first read). Backends without O_DIRECT return 0.
+    fn direct_fallbacks(&self) -> u64 {
+        0
+    }
 }

@@ -55,6 +55,8 @@ pub struct ShardConfig {
     pub tick_max: Duration,
     /// How often metrics are published.
     pub publish_interval: Duration,
+    /// Longest sleep on the command channel when there is nothing to do.
+    pub idle_wait_max: Duration,
     pub direct_io: DirectIo,
 }
 
@@ -68,6 +70,7 @@ impl Default for ShardConfig {
             probe_interval: Duration::from_millis(500),
             tick_max: Duration::from_millis(1),
             publish_interval: Duration::from_millis(100),
+            idle_wait_max: Duration::from_millis(100),
             direct_io: DirectIo::Prefer,
         }
     }
@@ -328,6 +331,11 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         &self.backend
     }
 
+    /// Jobs accepted and not yet answered.
+    pub fn jobs_pending(&self) -> usize {
+        self.jobs.len()
+    }
+
     /// Has work: jobs queued or running, or reads in flight.
     pub fn busy(&self) -> bool {
         !self.jobs.is_empty() || self.backend.in_flight() > 0
@@ -495,6 +503,17 @@ impl<B: Backend, C: Clock> Shard<B, C> {
                 }
             }
             self.finish_if_done(id);
+        }
+    }
+
+    /// How many plots a job covers.
+    fn plots_of(&self, work: &Work) -> usize {
+        match work {
+            Work::Qualities { plots: Some(list), .. } => list.len(),
+            Work::Qualities { plots: None, .. } => {
+                self.plots.values().filter(|p| p.quarantined.is_none()).count()
+            }
+            Work::Proof { .. } => 1,
         }
     }
 
@@ -735,11 +754,12 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         let mut stuck = false;
         for id in expired {
             let Some(state) = self.jobs.remove(&id) else { continue };
-            let mut unanswered = if state.started { state.pending } else { 0 };
-            if !state.started {
+            let unanswered = if state.started {
+                state.pending
+            } else {
                 self.queue.retain(|j| *j != id);
-                unanswered = 1;
-            }
+                self.plots_of(&state.job.work) as u32
+            };
             for slot in 0..self.active.len() {
                 if self.active[slot].as_ref().is_some_and(|a| a.job == id) {
                     self.active[slot] = None;
@@ -749,6 +769,11 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             }
             self.snapshot.counters.jobs_timed_out += 1;
             self.emit(Event::JobDone { job: id, status: JobStatus::TimedOut { unanswered } });
+        }
+        if stuck {
+            // Reads that outlived a deadline stay owned by the backend until they complete,
+            // but no new lookup may wait on them.
+            self.by_request.clear();
         }
         if stuck && self.backend.in_flight() > 0 && !self.degraded {
             self.degraded = true;

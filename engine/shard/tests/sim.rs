@@ -1,0 +1,434 @@
+//! The shard against the simulated disk: deterministic faults, virtual time.
+//!
+//! Proves: every job gets exactly one `JobDone`, never after its deadline (plus one tick);
+//! answers equal the plain decoder's when the disk is healthy; a hung disk is reported
+//! degraded, rejects new work and recovers after a probe; no buffer is recycled before its
+//! completion (the simulated disk asserts it); the shard's counters match the disk's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use disk_io::Backend;
+use plot_format::{drive, Found, Goal, Mode, Plot, PlotOpener};
+use shard::{Clock, Command, Event, Job, JobStatus, PlotKey, Shard, ShardConfig, Work};
+use sim_disk::{Faults, Latency, SimClock, SimConfig, SimDisk, SimHandle};
+
+#[derive(Clone)]
+struct VirtualClock(SimClock);
+
+impl Clock for VirtualClock {
+    fn now(&self) -> Duration {
+        self.0.now()
+    }
+}
+
+struct Fixture {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    plot: Plot,
+}
+
+fn fixtures() -> Vec<Fixture> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/plots");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}: run scripts/make-fixtures.sh", dir.display()))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("k18")))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).expect("read fixture");
+            let mut opener = PlotOpener::new(bytes.len() as u64);
+            let plot = loop {
+                let r = opener.next_read();
+                let chunk = &bytes[r.offset as usize..r.end() as usize];
+                if let Some(p) = opener.supply(chunk).expect("valid") {
+                    break p;
+                }
+            };
+            Fixture { path, bytes, plot }
+        })
+        .collect()
+}
+
+fn expected(f: &Fixture, challenge: &[u8; 32], goal: Goal, mode: Mode) -> Vec<Found> {
+    let mut lookup = f.plot.lookup(challenge, goal, mode);
+    let mut buf = Vec::new();
+    drive(&mut lookup, &mut buf, |r, buf| {
+        buf.extend_from_slice(&f.bytes[r.offset as usize..r.end() as usize]);
+        Ok::<(), ()>(())
+    })
+    .expect("memory");
+    lookup.into_outcome().expect("done").expect("ok")
+}
+
+fn challenges(label: &str, n: u32) -> Vec<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    (0..n).map(|i| Sha256::digest([label.as_bytes(), &i.to_be_bytes()].concat()).into()).collect()
+}
+
+struct Rig {
+    shard: Shard<SimDisk, VirtualClock>,
+    disk: SimHandle,
+    clock: SimClock,
+    commands: Sender<Command>,
+    events: Receiver<Event>,
+}
+
+fn rig(seed: u64, faults: Faults, fixtures: &[Fixture], reads_in_flight_max: usize) -> Rig {
+    let clock = SimClock::new();
+    let mut config = SimConfig::new(seed, reads_in_flight_max);
+    config.faults = faults;
+    let disk = SimDisk::new(config, clock.clone());
+    for f in fixtures {
+        disk.add_file(&f.path, f.bytes.clone());
+    }
+    let handle = disk.handle();
+    let (commands, command_rx) = crossbeam_channel::bounded(100_000);
+    let (event_tx, events) = crossbeam_channel::bounded(100_000);
+    let config = ShardConfig {
+        name: format!("sim-{seed}"),
+        probe_interval: Duration::from_millis(200),
+        // Virtual time: never sleep on the command channel.
+        idle_wait_max: Duration::ZERO,
+        ..ShardConfig::default()
+    };
+    let shard = Shard::new(config, disk, VirtualClock(clock.clone()), command_rx, event_tx);
+    for (i, f) in fixtures.iter().enumerate() {
+        let plot = Box::new(f.plot.clone());
+        commands
+            .send(Command::AddPlot { key: PlotKey(i as u64), path: f.path.clone(), plot })
+            .expect("send");
+    }
+    Rig { shard, disk: handle, clock, commands, events }
+}
+
+impl Rig {
+    /// Ticks until every job is answered, collecting events with their virtual time.
+    fn run(&mut self) -> Vec<(Duration, Event)> {
+        self.run_while(|shard, _| shard.jobs_pending() > 0)
+    }
+
+    /// Ticks until every job is answered and every read has completed.
+    fn drain(&mut self) -> Vec<(Duration, Event)> {
+        self.run_while(|shard, _| shard.busy())
+    }
+
+    /// Ticks until an event matches `stop`.
+    fn run_until(&mut self, stop: impl Fn(&Event) -> bool) -> Vec<(Duration, Event)> {
+        self.run_while(|_, events| !events.iter().any(|(_, e)| stop(e)))
+    }
+
+    fn run_while(
+        &mut self,
+        go_on: impl Fn(&Shard<SimDisk, VirtualClock>, &[(Duration, Event)]) -> bool,
+    ) -> Vec<(Duration, Event)> {
+        let mut out = Vec::new();
+        let mut ticks = 0u64;
+        loop {
+            if self.shard.backend().in_flight() == 0 {
+                // Idle shards wait in real time; move virtual time on instead.
+                self.clock.advance(Duration::from_millis(1));
+            }
+            self.shard.tick();
+            while let Ok(e) = self.events.try_recv() {
+                out.push((self.clock.now(), e));
+            }
+            if !self.commands.is_empty() || go_on(&self.shard, &out) {
+                ticks += 1;
+                assert!(ticks < 2_000_000, "the shard must not spin forever");
+                continue;
+            }
+            return out;
+        }
+    }
+
+    fn send(&self, job: Job) {
+        self.commands.send(Command::Job(job)).expect("send");
+    }
+}
+
+/// Checks exactly one JobDone per job, each no later than its deadline plus `tick` (the
+/// shard's tick and the test's idle step).
+fn check_outcomes(
+    jobs: &HashMap<u64, Duration>,
+    events: &[(Duration, Event)],
+    tick: Duration,
+) -> HashMap<u64, JobStatus> {
+    let mut done = HashMap::new();
+    for (at, e) in events {
+        if let Event::JobDone { job, status } = e {
+            assert!(done.insert(*job, status.clone()).is_none(), "job {job} answered twice");
+            let deadline = jobs[job];
+            assert!(*at <= deadline + tick, "job {job} answered at {at:?}, deadline {deadline:?}");
+        }
+        if let Event::Found { job, .. } | Event::PlotFailed { job, .. } = e {
+            assert!(!done.contains_key(job), "job {job}: an answer after its JobDone");
+        }
+    }
+    assert_eq!(done.len(), jobs.len(), "every job answered exactly once");
+    done
+}
+
+#[test]
+fn healthy_disk_answers_like_the_decoder() {
+    let fx = fixtures();
+    let latency =
+        Latency::Uniform { min: Duration::from_micros(80), max: Duration::from_millis(3) };
+    let mut rig = rig(7, Faults::with_latency(latency), &fx, 32);
+    let set = challenges("sim-healthy", 40);
+    let mut deadlines = HashMap::new();
+    let mut want: Vec<BTreeMap<u64, Vec<Found>>> = Vec::new();
+    for (i, c) in set.iter().enumerate() {
+        let (mode, proofs) =
+            if i % 2 == 0 { (Mode::Chiapos, false) } else { (Mode::Complete, true) };
+        let goal = if proofs { Goal::QualitiesAndProofs } else { Goal::Qualities };
+        let deadline = Duration::from_secs(600);
+        rig.send(Job {
+            id: i as u64,
+            work: Work::Qualities { challenge: *c, plots: None, mode, proofs },
+            deadline,
+        });
+        deadlines.insert(i as u64, deadline);
+        let mut w = BTreeMap::new();
+        for (k, f) in fx.iter().enumerate() {
+            let found = expected(f, c, goal, mode);
+            if !found.is_empty() {
+                w.insert(k as u64, found);
+            }
+        }
+        want.push(w);
+    }
+    let events = rig.run();
+    let statuses = check_outcomes(&deadlines, &events, Duration::from_millis(2));
+    assert!(statuses.values().all(|s| *s == JobStatus::Complete));
+    let mut got: Vec<BTreeMap<u64, Vec<Found>>> = vec![BTreeMap::new(); set.len()];
+    for (_, e) in events {
+        match e {
+            Event::Found { job, plot, found } => {
+                got[job as usize].insert(plot.0, found);
+            }
+            Event::PlotFailed { job, plot, error } => panic!("job {job} plot {plot:?}: {error}"),
+            _ => {}
+        }
+    }
+    assert_eq!(got, want);
+    // The shard's counters agree with the disk's.
+    let snap = shard_snapshot(&mut rig);
+    let stats = rig.disk.stats();
+    stats.check();
+    assert_eq!(snap.counters.reads, stats.reads_pushed);
+    assert_eq!(snap.counters.read_bytes, stats.bytes_read);
+    assert_eq!(snap.counters.read_errors, 0);
+    assert_eq!(stats.reads_completed, stats.reads_pushed);
+    assert!(stats.in_flight_max_observed <= 32, "reads in flight never exceed the limit");
+    assert_eq!(snap.histograms.lookup_latency_us.len(), set.len() as u64);
+}
+
+fn shard_snapshot(rig: &mut Rig) -> shard::Snapshot {
+    // Publishing happens on ticks; force one with time moved past the publish interval.
+    rig.clock.advance(Duration::from_secs(1));
+    rig.shard.tick();
+    rig.shard.metrics().snapshot()
+}
+
+/// Many jobs under every fault: exactly one outcome each, before its deadline; errors name
+/// the plot; hung reads make the disk degraded; the buffer contract holds throughout.
+#[test]
+fn faults_never_break_the_one_outcome_rule() {
+    let fx = fixtures();
+    for seed in 1..=6u64 {
+        let faults = Faults {
+            latency: Latency::LongTail {
+                min: Duration::from_micros(100),
+                max: Duration::from_millis(4),
+                slow_probability: 0.02,
+                slow_min: Duration::from_millis(50),
+                slow_max: Duration::from_millis(400),
+            },
+            eio_probability: 0.01,
+            short_read_probability: 0.05,
+            hang_probability: if seed % 2 == 0 { 0.002 } else { 0.0 },
+            corrupt_probability: 0.0,
+        };
+        let mut rig = rig(seed, faults, &fx, 16);
+        let set = challenges(&format!("sim-faults-{seed}"), 60);
+        let mut deadlines = HashMap::new();
+        for (i, c) in set.iter().enumerate() {
+            let deadline = Duration::from_millis(50 + (i as u64 % 7) * 100);
+            let work = if i % 5 == 0 {
+                Work::Proof {
+                    plot: PlotKey(i as u64 % fx.len() as u64),
+                    challenge: *c,
+                    index: 0,
+                    mode: Mode::Complete,
+                }
+            } else {
+                Work::Qualities {
+                    challenge: *c,
+                    plots: None,
+                    mode: Mode::Complete,
+                    proofs: i % 3 == 0,
+                }
+            };
+            rig.send(Job { id: i as u64, work, deadline });
+            deadlines.insert(i as u64, deadline);
+        }
+        let events = rig.run();
+        let statuses = check_outcomes(&deadlines, &events, Duration::from_millis(2));
+        let timed_out =
+            statuses.values().filter(|s| matches!(s, JobStatus::TimedOut { .. })).count();
+        let errors = events.iter().filter(|(_, e)| matches!(e, Event::PlotFailed { .. })).count();
+        let degraded = events.iter().any(|(_, e)| matches!(e, Event::DiskDegraded { .. }));
+        eprintln!("seed {seed}: {} jobs, {timed_out} timed out, {errors} plot errors, degraded {degraded}", set.len());
+        assert!(errors > 0, "EIO must surface as plot errors");
+        if seed % 2 == 0 {
+            assert!(
+                degraded && timed_out > 0,
+                "hung reads must time jobs out and degrade the disk"
+            );
+        }
+        rig.disk.unhang();
+        rig.drain();
+        rig.disk.stats().check();
+    }
+}
+
+/// A hung disk: jobs time out on their deadline, the disk is reported degraded, new jobs are
+/// rejected at once, and after the disk heals a probe read brings it back.
+#[test]
+fn hung_disk_degrades_rejects_and_recovers() {
+    let fx = fixtures();
+    let mut hang = Faults::none();
+    hang.hang_probability = 1.0;
+    let mut rig = rig(11, hang, &fx, 16);
+    let c = challenges("sim-hang", 1)[0];
+    let work = Work::Qualities { challenge: c, plots: None, mode: Mode::Chiapos, proofs: false };
+    rig.send(Job { id: 1, work: work.clone(), deadline: Duration::from_millis(100) });
+    let events = rig.run_until(|e| matches!(e, Event::JobDone { job: 1, .. }));
+    let (at, status) = events
+        .iter()
+        .find_map(|(at, e)| match e {
+            Event::JobDone { job: 1, status } => Some((*at, status.clone())),
+            _ => None,
+        })
+        .expect("job 1 answered");
+    assert!(
+        matches!(status, JobStatus::TimedOut { unanswered } if unanswered == fx.len() as u32),
+        "{status:?}"
+    );
+    assert!(
+        at >= Duration::from_millis(100) && at <= Duration::from_millis(101),
+        "answered at {at:?}"
+    );
+    assert!(events.iter().any(|(_, e)| matches!(e, Event::DiskDegraded { .. })));
+
+    // New work is held back while degraded.
+    rig.send(Job { id: 2, work: work.clone(), deadline: rig.clock.now() + Duration::from_secs(1) });
+    let events = rig.run_until(|e| matches!(e, Event::JobDone { job: 2, .. }));
+    assert!(events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::JobDone { job: 2, status: JobStatus::Rejected { .. } })));
+
+    // The disk heals: the hung reads finish (late, ignored) and a probe read succeeds.
+    rig.disk.set_faults(Faults::none());
+    rig.disk.unhang();
+    let events = rig.run_until(|e| matches!(e, Event::DiskRecovered { .. }));
+    assert!(events.iter().any(|(_, e)| matches!(e, Event::DiskRecovered { .. })));
+    rig.send(Job { id: 3, work, deadline: rig.clock.now() + Duration::from_secs(1) });
+    let events = rig.run_until(|e| matches!(e, Event::JobDone { job: 3, .. }));
+    assert!(events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::JobDone { job: 3, status: JobStatus::Complete })));
+    let snap = shard_snapshot(&mut rig);
+    assert!(snap.counters.reads_late > 0, "the hung reads completed after their job");
+    rig.disk.stats().check();
+}
+
+/// Two shards on their own threads: one disk hangs, the other answers every job in full.
+#[test]
+fn a_stuck_disk_does_not_hold_back_another() {
+    let fx = fixtures();
+    let spawn = |seed: u64, faults: Faults| {
+        let clock = SimClock::new();
+        let mut config = SimConfig::new(seed, 16);
+        config.faults = faults;
+        let disk = SimDisk::new(config, clock.clone());
+        for f in &fx {
+            disk.add_file(&f.path, f.bytes.clone());
+        }
+        let handle = disk.handle();
+        let shard_config = ShardConfig { name: format!("sim-{seed}"), ..ShardConfig::default() };
+        let h = Shard::spawn(shard_config, move || Ok(disk), VirtualClock(clock), 1024, 1024)
+            .expect("spawn");
+        for (i, f) in fx.iter().enumerate() {
+            let cmd = Command::AddPlot {
+                key: PlotKey(i as u64),
+                path: f.path.clone(),
+                plot: Box::new(f.plot.clone()),
+            };
+            h.commands.send(cmd).expect("send");
+        }
+        (h, handle)
+    };
+    let mut hang = Faults::none();
+    hang.hang_probability = 1.0;
+    let (stuck, stuck_disk) = spawn(1, hang);
+    let (healthy, _) = spawn(2, Faults::none());
+    let set = challenges("sim-two", 30);
+    for (i, c) in set.iter().enumerate() {
+        let work =
+            Work::Qualities { challenge: *c, plots: None, mode: Mode::Complete, proofs: true };
+        for h in [&stuck, &healthy] {
+            h.commands
+                .send(Command::Job(Job {
+                    id: i as u64,
+                    work: work.clone(),
+                    deadline: Duration::from_secs(5),
+                }))
+                .expect("send");
+        }
+    }
+    // The healthy shard finishes everything while the stuck one still waits.
+    let mut complete = 0;
+    while complete < set.len() {
+        match healthy.events.recv_timeout(Duration::from_secs(30)).expect("healthy shard answers") {
+            Event::JobDone { status, .. } => {
+                assert_eq!(status, JobStatus::Complete);
+                complete += 1;
+            }
+            Event::PlotFailed { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+    }
+    // The stuck shard answers nothing; every job of it ends timed out, or rejected once the
+    // disk is known degraded (its virtual clock runs ahead, so that may come early).
+    let mut timed_out = 0;
+    while timed_out < set.len() {
+        match stuck.events.recv_timeout(Duration::from_secs(60)).expect("stuck shard times out") {
+            Event::JobDone { status, .. } => {
+                assert!(
+                    matches!(
+                        status,
+                        JobStatus::TimedOut { .. }
+                            | JobStatus::Rejected { reason: "disk degraded" }
+                    ),
+                    "{status:?}"
+                );
+                timed_out += 1;
+            }
+            Event::Found { .. } => panic!("the stuck disk answered"),
+            _ => {}
+        }
+    }
+    stuck_disk.unhang();
+    for h in [stuck, healthy] {
+        drop(h.commands);
+        h.thread.join().expect("shard thread");
+    }
+    stuck_disk.stats().check();
+}

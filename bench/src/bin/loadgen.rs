@@ -157,7 +157,7 @@ fn main() {
         for path in &paths {
             for _ in 0..args.copies {
                 // Every copy is opened and indexed on its own, as distinct files would be.
-                let plot = match harvester_open(path) {
+                let plot = match shard::open_plot(path).map(|(_, plot)| plot) {
                     Ok(p) => p,
                     Err(e) => {
                         eprintln!("{}: {e}", path.display());
@@ -303,20 +303,5 @@ fn crossbeam_channel_select(
         let i = op.index();
         let event = op.recv(&shards[i].events).expect("shard alive");
         (i, event)
-    }
-}
-
-fn harvester_open(path: &Path) -> std::io::Result<plot_format::Plot> {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(path)?;
-    let mut opener = plot_format::PlotOpener::new(file.metadata()?.len());
-    let mut buf = Vec::new();
-    loop {
-        let r = opener.next_read();
-        buf.resize(r.len as usize, 0);
-        file.read_exact_at(&mut buf, r.offset)?;
-        if let Some(plot) = opener.supply(&buf).map_err(std::io::Error::other)? {
-            return Ok(plot);
-        }
     }
 }

@@ -11,9 +11,11 @@
 #![forbid(unsafe_code)]
 
 mod metrics;
+mod open;
 mod shard;
 
 pub use metrics::{Counters, Histograms, MetricsHandle, Snapshot};
+pub use open::open_plot;
 pub use shard::{
     Clock, Command, Event, Job, JobId, JobStatus, MonotonicClock, PlotKey, Shard, ShardConfig,
     ShardError, ShardHandle, Work,

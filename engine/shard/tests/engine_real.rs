@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use disk_io::{pread::PreadBackend, uring::UringBackend, Backend, DirectIo};
-use plot_format::{drive, Found, Goal, Mode, Plot, PlotOpener};
+use plot_format::{drive, Found, Goal, Mode, Plot};
 use shard::{Command, Event, Job, JobStatus, MonotonicClock, PlotKey, Shard, ShardConfig, Work};
 
 fn fixture_plots() -> Vec<PathBuf> {
@@ -23,17 +23,7 @@ fn fixture_plots() -> Vec<PathBuf> {
 }
 
 fn open(path: &Path) -> (File, Plot) {
-    let file = File::open(path).expect("open");
-    let mut opener = PlotOpener::new(file.metadata().expect("stat").len());
-    let mut buf = Vec::new();
-    loop {
-        let r = opener.next_read();
-        buf.resize(r.len as usize, 0);
-        file.read_exact_at(&mut buf, r.offset).expect("read");
-        if let Some(plot) = opener.supply(&buf).expect("valid plot") {
-            return (file, plot);
-        }
-    }
+    shard::open_plot(path).expect("valid plot")
 }
 
 fn direct(file: &File, plot: &Plot, challenge: &[u8; 32], goal: Goal, mode: Mode) -> Vec<Found> {

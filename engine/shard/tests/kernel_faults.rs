@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use disk_io::uring::UringBackend;
 use disk_io::{Backend, Buffer, Completion, DirectIo, FileId, Full, OpenedFile, ReadOp};
-use plot_format::{drive, Found, Goal, Mode, Plot, PlotOpener};
+use plot_format::{drive, Found, Goal, Mode, Plot};
 use shard::{
     Clock, Command, Event, Job, JobStatus, MonotonicClock, PlotKey, Shard, ShardConfig,
     ShardHandle, Work,
@@ -703,17 +703,7 @@ fn two_small_plots() -> Vec<PathBuf> {
 }
 
 fn open(path: &Path) -> (File, Plot) {
-    let file = File::open(path).expect("open");
-    let mut opener = PlotOpener::new(file.metadata().expect("stat").len());
-    let mut buf = Vec::new();
-    loop {
-        let r = opener.next_read();
-        buf.resize(r.len as usize, 0);
-        file.read_exact_at(&mut buf, r.offset).expect("read");
-        if let Some(plot) = opener.supply(&buf).expect("valid plot") {
-            return (file, plot);
-        }
-    }
+    shard::open_plot(path).expect("valid plot")
 }
 
 fn challenges(n: u32) -> Vec<[u8; 32]> {

@@ -1,0 +1,26 @@
+//! Opening a plot file with positioned reads: the header and C2, before the plot is handed to
+//! its shard (which then reads it through its own backend).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use plot_format::{Plot, PlotOpener};
+
+/// Opens and indexes the plot at `path`; decoder errors come back as `InvalidData`.
+pub fn open_plot(path: &Path) -> std::io::Result<(File, Plot)> {
+    let file = File::open(path)?;
+    let mut opener = PlotOpener::new(file.metadata()?.len());
+    let mut buf = Vec::new();
+    loop {
+        let r = opener.next_read();
+        buf.resize(r.len as usize, 0);
+        file.read_exact_at(&mut buf, r.offset)?;
+        let step = opener.supply(&buf).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
+        })?;
+        if let Some(plot) = step {
+            return Ok((file, plot));
+        }
+    }
+}

@@ -22,14 +22,13 @@
 
 use std::fmt;
 use std::io::{Cursor, ErrorKind};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use dg_xch_core::plots::{PlotFile, PlotHeader, PlotTable};
 use dg_xch_core::traits::SizedBytes;
 use dg_xch_pos::plots::plot_reader::{read_plot_header, PlotReader};
-use plot_format::{drive, Found, Goal, Mode, Plot, PlotOpener};
+use plot_format::{drive, Found, Goal, Mode, Plot};
 use tokio::sync::Mutex;
 
 /// An in-memory plot for `dg_xch_pos`: the header it parsed and a cursor over the bytes.
@@ -97,25 +96,7 @@ struct Sample {
 }
 
 fn sample() -> Sample {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir =
-        std::env::var_os("HARVESTER_FIXTURES").map(PathBuf::from).unwrap_or(root.join("fixtures"));
-    let path = std::fs::read_dir(dir.join("plots"))
-        .expect("fixtures exist: run scripts/make-fixtures.sh")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("k18")))
-        .min()
-        .expect("a k18 fixture plot");
-    let bytes = std::fs::read(&path).expect("readable fixture");
-    let mut opener = PlotOpener::new(bytes.len() as u64);
-    let plot = loop {
-        let r = opener.next_read();
-        if let Some(plot) =
-            opener.supply(&bytes[r.offset as usize..r.end() as usize]).expect("opens")
-        {
-            break plot;
-        }
-    };
+    let (path, bytes, plot) = bench::k18_fixture();
 
     // The one runtime of the peer side, created here, outside every timed loop.
     let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");

@@ -2,11 +2,9 @@
 //! decode, one quality lookup, one full proof, verify. Needs the fixture plots
 //! (`scripts/make-fixtures.sh`).
 
-use std::path::PathBuf;
-
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use plot_format::layout::Geometry;
-use plot_format::{drive, fse, park, Goal, Mode, Plot, PlotOpener};
+use plot_format::{drive, fse, park, Goal, Mode, Plot};
 
 struct Sample {
     bytes: Vec<u8>,
@@ -14,25 +12,7 @@ struct Sample {
 }
 
 fn sample() -> Sample {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir =
-        std::env::var_os("HARVESTER_FIXTURES").map(PathBuf::from).unwrap_or(root.join("fixtures"));
-    let path = std::fs::read_dir(dir.join("plots"))
-        .expect("fixtures exist: run scripts/make-fixtures.sh")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("k18")))
-        .min()
-        .expect("a k18 fixture plot");
-    let bytes = std::fs::read(&path).expect("readable fixture");
-    let mut opener = PlotOpener::new(bytes.len() as u64);
-    let plot = loop {
-        let r = opener.next_read();
-        if let Some(plot) =
-            opener.supply(&bytes[r.offset as usize..r.end() as usize]).expect("opens")
-        {
-            break plot;
-        }
-    };
+    let (_, bytes, plot) = bench::k18_fixture();
     Sample { bytes, plot }
 }
 

@@ -57,6 +57,8 @@ pub struct ShardConfig {
     pub publish_interval: Duration,
     /// Longest sleep on the command channel when there is nothing to do.
     pub idle_wait_max: Duration,
+    /// A read in flight this long marks the disk degraded (stuck, not merely slow).
+    pub read_stuck_after: Duration,
     pub direct_io: DirectIo,
 }
 
@@ -71,6 +73,7 @@ impl Default for ShardConfig {
             tick_max: Duration::from_millis(1),
             publish_interval: Duration::from_millis(100),
             idle_wait_max: Duration::from_millis(100),
+            read_stuck_after: Duration::from_secs(1),
             direct_io: DirectIo::Prefer,
         }
     }
@@ -236,6 +239,8 @@ pub struct Shard<B: Backend, C: Clock> {
     unsent: VecDeque<Waiter>,
     completions: Vec<Completion>,
     degraded: bool,
+    /// When the disk last recovered (reads pushed before it no longer mark it stuck).
+    recovered_at: Duration,
     next_probe: Duration,
     probe_tag: Option<u64>,
     snapshot: Snapshot,
@@ -270,6 +275,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             unsent: VecDeque::new(),
             completions: Vec::new(),
             degraded: false,
+            recovered_at: Duration::ZERO,
             next_probe: Duration::ZERO,
             probe_tag: None,
             snapshot: Snapshot::default(),
@@ -745,8 +751,8 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         }
     }
 
-    /// Answers every job past its deadline. Their reads stay owned by the backend until they
-    /// complete; if reads were still in flight, the disk is degraded.
+    /// Answers every job past its deadline (their reads stay owned by the backend until they
+    /// complete), and marks the disk degraded when a read has been stuck too long.
     fn expire(&mut self) {
         let now = self.clock.now();
         let expired: Vec<JobId> =
@@ -775,11 +781,21 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             // but no new lookup may wait on them.
             self.by_request.clear();
         }
-        if stuck && self.backend.in_flight() > 0 && !self.degraded {
+        // Degraded means stuck, not slow: a read has been in the kernel for `read_stuck_after`.
+        // Checked on every tick, so a stuck disk is noticed with or without a job expiring.
+        // Reads already counted against the disk before its last recovery do not count again.
+        let since = self.recovered_at;
+        let oldest = self.in_flight.values().map(|r| r.pushed).filter(|&t| t >= since).min();
+        let read_stuck =
+            oldest.is_some_and(|t| now.saturating_sub(t) >= self.config.read_stuck_after);
+        if read_stuck && !self.degraded {
             self.degraded = true;
             self.snapshot.counters.degraded_episodes += 1;
             self.next_probe = now + self.config.probe_interval;
-            eprintln!("shard {}: disk degraded: reads outlived their deadline", self.config.name);
+            eprintln!(
+                "shard {}: disk degraded: a read outlived a whole job's budget",
+                self.config.name
+            );
             let shard = self.config.name.clone();
             self.emit(Event::DiskDegraded { shard });
             // Jobs still queued are held back: answered at once as rejected.
@@ -817,6 +833,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             Ok(buf) => {
                 self.backend.recycle(buf);
                 self.degraded = false;
+                self.recovered_at = self.clock.now();
                 eprintln!("shard {}: disk recovered (probe read succeeded)", self.config.name);
                 let shard = self.config.name.clone();
                 self.emit(Event::DiskRecovered { shard });

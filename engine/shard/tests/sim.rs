@@ -95,6 +95,7 @@ fn rig(seed: u64, faults: Faults, fixtures: &[Fixture], reads_in_flight_max: usi
         probe_interval: Duration::from_millis(200),
         // Virtual time: never sleep on the command channel.
         idle_wait_max: Duration::ZERO,
+        read_stuck_after: Duration::from_millis(90),
         ..ShardConfig::default()
     };
     let shard = Shard::new(config, disk, VirtualClock(clock.clone()), command_rx, event_tx);

@@ -80,28 +80,24 @@ impl<'a> Park<'a> {
 }
 
 /// The sum of the first `n` `width`-bit fields of `bytes` (MSB first; missing bytes are 0).
-/// Reads whole big-endian words and peels fields off a 128-bit accumulator.
 fn sum_packed(bytes: &[u8], width: u32, n: usize) -> u64 {
-    debug_assert!((1..=60).contains(&width));
-    let mask = (1u64 << width) - 1;
-    let (mut acc, mut have): (u128, u32) = (0, 0);
-    let mut next = 0usize;
-    let mut sum = 0u64;
-    for _ in 0..n {
-        if have < width {
-            let mut word = [0u8; 8];
-            let end = bytes.len().min(next + 8);
-            if next < end {
-                word[..end - next].copy_from_slice(&bytes[next..end]);
-            }
-            next += 8;
-            acc = (acc << 64) | u128::from(u64::from_be_bytes(word));
-            have += 64;
+    debug_assert!((1..=57).contains(&width));
+    let width64 = u64::from(width);
+    let last_word = (n as u64 * width64) / 8 + 8;
+    if (last_word as usize) <= bytes.len() {
+        // Every field sits inside one 8-byte big-endian word at its byte offset; the fields
+        // are independent, so the loop has no carried state but the sum.
+        let mut sum = 0u64;
+        for i in 0..n as u64 {
+            let bit = i * width64;
+            let at = (bit / 8) as usize;
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[at..at + 8]);
+            sum += (u64::from_be_bytes(w) << (bit % 8)) >> (64 - width);
         }
-        have -= width;
-        sum += ((acc >> have) as u64) & mask;
+        return sum;
     }
-    sum
+    (0..n as u64).map(|i| get_bits(bytes, i * width64, width)).sum()
 }
 
 /// The line point of entry `p` of one park of table `table` (1..=6) held in `park`.

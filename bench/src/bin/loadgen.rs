@@ -2,11 +2,16 @@
 //! throughput and latency, as text and JSON.
 //!
 //! loadgen --plots DIR... [--copies N] [--challenges M] [--reads-in-flight Q]
-//!         [--cache warm|cold] [--mode chiapos|complete] [--proofs] [--json FILE]
+//!         [--cache warm|cold] [--mode chiapos|complete] [--proofs] [--concurrency C]
+//!         [--deadline-ms D] [--blkio-cgroup-prefix PREFIX] [--json FILE]
 //!
 //! `--copies N` serves every plot N times (under distinct keys, the same file), so 10,000
 //! plots fit on a small machine. `--cache cold` uses O_DIRECT (the page cache is bypassed);
-//! `warm` uses buffered reads after reading every file once.
+//! `warm` uses buffered reads after reading every file once. `--deadline-ms` is every
+//! challenge job's budget (default 30,000). With `--blkio-cgroup-prefix PREFIX`, each shard
+//! thread moves itself into the cgroup-v1 blkio group `/sys/fs/cgroup/blkio/PREFIX-<disk>`
+//! (`<disk>` as `disk_io::device::disk_of` names it, e.g. `loop3`) if that directory exists,
+//! before its ring is made; a failed move stops loadgen. The report adds per-disk figures.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +32,8 @@ struct Args {
     proofs: bool,
     json: Option<PathBuf>,
     concurrency: usize,
+    deadline: Duration,
+    blkio_cgroup_prefix: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -40,6 +47,8 @@ fn parse() -> Result<Args, String> {
         proofs: false,
         json: None,
         concurrency: 4,
+        deadline: Duration::from_secs(30),
+        blkio_cgroup_prefix: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -63,11 +72,16 @@ fn parse() -> Result<Args, String> {
             }
             "--proofs" => a.proofs = true,
             "--json" => a.json = Some(value()?.into()),
+            "--deadline-ms" => {
+                let ms = value()?.parse().map_err(|e| format!("--deadline-ms: {e}"))?;
+                a.deadline = Duration::from_millis(ms)
+            }
+            "--blkio-cgroup-prefix" => a.blkio_cgroup_prefix = Some(value()?),
             other => return Err(format!("unknown flag {other}")),
         }
     }
     if a.plots.is_empty() {
-        return Err("usage: loadgen --plots DIR... [--copies N] [--challenges M] [--reads-in-flight Q] [--cache warm|cold] [--mode chiapos|complete] [--proofs] [--concurrency C] [--json FILE]".into());
+        return Err("usage: loadgen --plots DIR... [--copies N] [--challenges M] [--reads-in-flight Q] [--cache warm|cold] [--mode chiapos|complete] [--proofs] [--concurrency C] [--deadline-ms D] [--blkio-cgroup-prefix PREFIX] [--json FILE]".into());
     }
     Ok(a)
 }
@@ -108,6 +122,16 @@ fn rusage() -> (f64, u64) {
     (cpu, hwm * 1024)
 }
 
+/// Moves the calling thread into the cgroup-v1 group `dir` (its TID into `tasks`).
+fn join_cgroup(dir: &Path) -> std::io::Result<()> {
+    let link = std::fs::read_link("/proc/thread-self")?;
+    let tid = link.file_name().and_then(|t| t.to_str()).unwrap_or_default();
+    let tasks = dir.join("tasks");
+    std::fs::write(&tasks, tid).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("writing TID {tid} to {}: {e}", tasks.display()))
+    })
+}
+
 fn open_files() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
 }
@@ -143,6 +167,8 @@ fn main() {
     let clock = MonotonicClock::default();
     let open_started = Instant::now();
     let mut shards = Vec::new();
+    // Per shard: plots served and the cgroup its thread joined.
+    let mut shard_info: Vec<(u64, Option<PathBuf>)> = Vec::new();
     let mut plot_count = 0u64;
     for (disk, (device_depth, paths)) in by_disk {
         // Never more reads in flight than the device queues.
@@ -152,8 +178,21 @@ fn main() {
             direct_io: if args.cold { DirectIo::Prefer } else { DirectIo::Off },
             ..ShardConfig::default()
         };
-        let handle = Shard::spawn(config, move || UringBackend::new(depth), clock, 1024, 65536)
+        let cgroup = args
+            .blkio_cgroup_prefix
+            .as_ref()
+            .map(|p| PathBuf::from(format!("/sys/fs/cgroup/blkio/{p}-{disk}")))
+            .filter(|dir| dir.is_dir());
+        let joins = cgroup.clone();
+        let make = move || {
+            if let Some(dir) = &joins {
+                join_cgroup(dir)?;
+            }
+            UringBackend::new(depth)
+        };
+        let handle = Shard::spawn(config, make, clock, 1024, 65536)
             .unwrap_or_else(|e| panic!("shard for {disk}: {e}"));
+        let plots_before = plot_count;
         for path in &paths {
             for _ in 0..args.copies {
                 // Every copy is opened and indexed on its own, as distinct files would be.
@@ -171,6 +210,7 @@ fn main() {
             }
         }
         shards.push(handle);
+        shard_info.push((plot_count - plots_before, cgroup));
     }
     // A job over no plots: its answer means every AddPlot before it was handled.
     for s in &shards {
@@ -201,7 +241,8 @@ fn main() {
     let mut next = 0usize;
     let mut in_flight: HashMap<u64, (Instant, usize)> = HashMap::new();
     let (mut qualities, mut proofs, mut timeouts, mut errors) = (0u64, 0u64, 0u64, 0u64);
-    let deadline = Duration::from_secs(30);
+    let mut rejected = 0u64;
+    let deadline = args.deadline;
     let sel = crossbeam_channel_select(&shards);
     while next < challenges.len() || !in_flight.is_empty() {
         while next < challenges.len() && in_flight.len() < args.concurrency {
@@ -228,8 +269,10 @@ fn main() {
             }
             Event::PlotFailed { .. } => errors += 1,
             Event::JobDone { job, status } => {
-                if matches!(status, JobStatus::TimedOut { .. }) {
-                    timeouts += 1;
+                match status {
+                    JobStatus::TimedOut { .. } => timeouts += 1,
+                    JobStatus::Rejected { .. } => rejected += 1,
+                    _ => {}
                 }
                 if let Some(entry) = in_flight.get_mut(&job) {
                     entry.1 -= 1;
@@ -248,30 +291,41 @@ fn main() {
     let mut reads = 0u64;
     let mut read_bytes = 0u64;
     let mut read_hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+    let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+    let mut disks = Vec::new();
     // Let each shard publish its final metrics.
     std::thread::sleep(Duration::from_millis(250));
-    for s in &shards {
+    for (s, (plots, cgroup)) in shards.iter().zip(&shard_info) {
         let snap = s.metrics.snapshot();
-        reads += snap.counters.reads;
-        read_bytes += snap.counters.read_bytes;
-        let _ = read_hist.add(&snap.histograms.read_latency_us);
+        let c = &snap.counters;
+        reads += c.reads;
+        read_bytes += c.read_bytes;
+        let h = &snap.histograms.read_latency_us;
+        let _ = read_hist.add(h);
+        disks.push(serde_json::json!({
+            "disk": s.name, "cgroup": cgroup, "plots": plots, "reads": c.reads,
+            "read_iops": c.reads as f64 / seconds, "read_ms_p50": q(h, 0.5), "read_ms_p99": q(h, 0.99),
+            "jobs_timed_out": c.jobs_timed_out, "jobs_rejected": c.jobs_rejected,
+            "degraded_episodes": c.degraded_episodes,
+        }));
     }
+    disks.sort_by(|a, b| a["disk"].as_str().cmp(&b["disk"].as_str()));
     let lookups = plot_count * u64::from(args.challenges);
-    let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1000.0;
     let report = serde_json::json!({
         "plots": plot_count, "files": files.len(), "shards": shards.len(),
         "challenges": args.challenges, "cache": if args.cold { "cold (O_DIRECT)" } else { "warm" },
         "mode": format!("{:?}", args.mode), "proofs": args.proofs,
         "reads_in_flight_max": args.reads_in_flight, "concurrency": args.concurrency,
+        "deadline_ms": args.deadline.as_millis() as u64,
         "seconds": seconds, "lookups": lookups, "lookups_per_second": lookups as f64 / seconds,
         "challenges_per_second": f64::from(args.challenges) / seconds,
         "reads": reads, "read_iops": reads as f64 / seconds,
         "read_bytes_mean": read_bytes as f64 / (reads.max(1) as f64),
-        "qualities": qualities, "proofs_found": proofs, "timeouts": timeouts, "plot_errors": errors,
+        "qualities": qualities, "proofs_found": proofs, "timeouts": timeouts, "rejected": rejected, "plot_errors": errors,
         "challenge_ms": {"p50": q(&per_challenge, 0.5), "p99": q(&per_challenge, 0.99), "p999": q(&per_challenge, 0.999), "max": per_challenge.max() as f64 / 1000.0},
         "read_ms": {"p50": q(&read_hist, 0.5), "p99": q(&read_hist, 0.99), "p999": q(&read_hist, 0.999), "max": read_hist.max() as f64 / 1000.0},
         "cpu_seconds": cpu1 - cpu0, "peak_rss_bytes": rss, "open_files": open_files(),
-        "open_and_index_seconds": open_seconds,
+        "open_and_index_seconds": open_seconds, "disks": disks,
     });
     println!(
         "{} plots ({} files, {} shards), {} challenges, {}: {:.0} lookups/s, {:.0} read IOPS, challenge p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms max {:.2} ms; read p50 {:.3} ms p99 {:.3} ms; CPU {:.2} s, peak RSS {:.1} MiB, {} open files, opened in {:.2} s",
@@ -280,6 +334,17 @@ fn main() {
         q(&per_challenge, 0.5), q(&per_challenge, 0.99), q(&per_challenge, 0.999), per_challenge.max() as f64 / 1000.0,
         q(&read_hist, 0.5), q(&read_hist, 0.99), cpu1 - cpu0, rss as f64 / 1048576.0, open_files(), open_seconds,
     );
+    if timeouts + rejected > 0 {
+        println!("jobs timed out {timeouts}, rejected {rejected}");
+    }
+    for d in &disks {
+        println!(
+            "  disk {} (cgroup {}): {} plots, {} reads, {:.0} read IOPS, read p50 {:.2} ms p99 {:.2} ms, timed out {}, rejected {}, degraded {}x",
+            d["disk"].as_str().unwrap_or(""), d["cgroup"].as_str().unwrap_or("none"), d["plots"], d["reads"],
+            d["read_iops"].as_f64().unwrap_or(0.0), d["read_ms_p50"].as_f64().unwrap_or(0.0),
+            d["read_ms_p99"].as_f64().unwrap_or(0.0), d["jobs_timed_out"], d["jobs_rejected"], d["degraded_episodes"],
+        );
+    }
     if let Some(path) = args.json {
         std::fs::write(&path, report.to_string())
             .unwrap_or_else(|e| eprintln!("{}: {e}", path.display()));

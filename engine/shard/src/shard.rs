@@ -793,8 +793,8 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             self.snapshot.counters.degraded_episodes += 1;
             self.next_probe = now + self.config.probe_interval;
             eprintln!(
-                "shard {}: disk degraded: a read outlived a whole job's budget",
-                self.config.name
+                "shard {}: disk degraded: a read has been in flight for read_stuck_after ({:?})",
+                self.config.name, self.config.read_stuck_after
             );
             let shard = self.config.name.clone();
             self.emit(Event::DiskDegraded { shard });

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# The engine over several throttled loop "disks" (root only): N loop devices (ext4 on image files
+# under target/bench-multidisk), each with two k=18 fixture plots and its own cgroup-v1 blkio
+# group limited to --iops read IOPS; loadgen (cold, O_DIRECT, one shard per disk, each shard
+# thread in its disk's cgroup) runs over 1 disk, then all N, then all N with the last disk stuck
+# (1 byte/s) and a short job deadline. Prints read IOPS against the sum of the limits, per disk.
+# Usage: sudo scripts/bench-multidisk.sh [--disks 4] [--iops 150] [--challenges 40] [--copies 20]
+#                                        [--concurrency 4] [--deadline-ms 15000]
+# Everything made carries the prefix bench-multidisk (images and mounts under
+# target/bench-multidisk, cgroups /sys/fs/cgroup/blkio/bench-multidisk-loopN); a trap removes it
+# on exit, also on failure, and a run first removes what a killed run left. Reports (JSON) stay in
+# target/bench-multidisk-results. Two runs at once on one machine are not supported.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+disks=4
+iops=150
+challenges=40
+copies=20
+concurrency=4
+deadline_ms=15000
+usage() { sed -n '7,8s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+while [[ $# -gt 0 ]]; do
+  [[ $# -ge 2 ]] || { usage >&2; exit 2; }
+  case "$1" in
+    --disks) disks="$2" ;;
+    --iops) iops="$2" ;;
+    --challenges) challenges="$2" ;;
+    --copies) copies="$2" ;;
+    --concurrency) concurrency="$2" ;;
+    --deadline-ms) deadline_ms="$2" ;;
+    *) usage >&2; exit 2 ;;
+  esac
+  shift 2
+done
+for v in "$disks" "$iops" "$challenges" "$copies" "$concurrency" "$deadline_ms"; do
+  [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "bench-multidisk: not a positive number: $v" >&2; exit 2; }
+done
+[[ $(id -u) -eq 0 ]] || { echo "bench-multidisk: needs root (loop devices, mount, cgroups)" >&2; exit 1; }
+cg_root=/sys/fs/cgroup/blkio
+[[ -f "$cg_root/blkio.throttle.read_iops_device" ]] ||
+  { echo "bench-multidisk: no cgroup-v1 blk-throttle at $cg_root" >&2; exit 1; }
+
+prefix=bench-multidisk
+lab="$repo/target/$prefix"
+out="$repo/target/$prefix-results"
+say() { echo "bench-multidisk: $*" >&2; }
+
+# --- Cleanup, by prefix: cgroups (rules lifted first, so held reads complete), mounts, loops ---
+release_cgroup() {
+  local cg=$1 file dev rest tid
+  for file in blkio.throttle.read_bps_device blkio.throttle.read_iops_device; do
+    while read -r dev rest; do
+      if [[ -n "$dev" ]]; then echo "$dev 0" >"$cg/$file" || say "$cg/$file: $dev 0 failed"; fi
+    done <"$cg/$file"
+  done
+  for _ in $(seq 100); do
+    for tid in $(cat "$cg/tasks" 2>/dev/null); do echo "$tid" >"$cg_root/tasks" 2>/dev/null || true; done
+    rmdir "$cg" 2>/dev/null && return 0
+    [[ -d "$cg" ]] || return 0
+    sleep 0.05
+  done
+  say "cgroup $cg not removed"
+}
+unmount() {
+  local point=$1
+  for _ in $(seq 30); do
+    umount "$point" 2>/dev/null && return 0
+    awk -v p="$point" '$5 == p { found = 1 } END { exit !found }' /proc/self/mountinfo || return 0
+    sleep 0.1
+  done
+  say "$point busy, detaching lazily"
+  umount -l "$point"
+}
+clean() {
+  local cg point sys backing
+  for cg in "$cg_root/$prefix"-*/; do
+    if [[ -d "$cg" ]]; then release_cgroup "${cg%/}"; fi
+  done
+  for point in $(awk -v d="$lab/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
+    unmount "$point" || say "umount $point failed"
+  done
+  for sys in /sys/block/loop*; do
+    backing=$(cat "$sys/loop/backing_file" 2>/dev/null) || continue
+    if [[ "$backing" == "$lab/"* ]]; then
+      losetup -d "/dev/${sys##*/}" || say "losetup -d ${sys##*/} failed"
+    fi
+  done
+  rm -rf "$lab"
+}
+on_exit() {
+  local rc=$?
+  trap - EXIT INT TERM
+  set +e
+  clean
+  exit "$rc"
+}
+clean # what a killed run left
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- Fixtures and loadgen ---
+fixtures="$repo/fixtures/plots"
+mapfile -t plots < <(ls "$fixtures"/k18-*.plot 2>/dev/null | head -n 2)
+if [[ ${#plots[@]} -lt 2 ]]; then
+  "$repo/scripts/make-fixtures.sh" >/dev/null
+  mapfile -t plots < <(ls "$fixtures"/k18-*.plot | head -n 2)
+fi
+cargo build --release --locked -p bench --bin loadgen --manifest-path "$repo/Cargo.toml" --quiet
+loadgen="$repo/target/release/loadgen"
+
+# --- The disks: image, loop device, ext4, mount, plots, a throttled cgroup ---
+mkdir -p "$lab" "$out"
+mounts=() devnos=() cgroups=() names=()
+for ((i = 0; i < disks; i++)); do
+  img="$lab/$prefix-d$i.img"
+  mnt="$lab/$prefix-d$i.mnt"
+  truncate -s 64M "$img"
+  dev=$(losetup --find --show "$img")
+  name=${dev#/dev/}
+  mkfs.ext4 -q -F -b 4096 -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$dev"
+  mkdir -p "$mnt"
+  mount -t ext4 -o noatime "$dev" "$mnt"
+  cp "${plots[@]}" "$mnt/"
+  sync -f "$mnt"
+  cg="$cg_root/$prefix-$name"
+  mkdir "$cg"
+  devno=$(cat "/sys/block/$name/dev")
+  echo "$devno $iops" >"$cg/blkio.throttle.read_iops_device"
+  mounts+=("$mnt") devnos+=("$devno") cgroups+=("$cg") names+=("$name")
+done
+say "disks: ${names[*]} (${iops} read IOPS each), plots: ${plots[*]##*/} x $copies copies"
+
+# Reads the kernel serviced for each disk in its cgroup (blkio.throttle.io_serviced, Read).
+serviced() {
+  local i
+  for ((i = 0; i < disks; i++)); do
+    awk -v d="${devnos[$i]}" '$1 == d && $2 == "Read" { n = $3 } END { printf "%s=%d ", "'"${names[$i]}"'", n }' \
+      "${cgroups[$i]}/blkio.throttle.io_serviced"
+  done
+}
+run() { # run NAME MOUNTS... [-- EXTRA LOADGEN FLAGS]
+  local tag=$1 before start
+  shift
+  local args=()
+  while [[ $# -gt 0 && "$1" != -- ]]; do args+=(--plots "$1"); shift; done
+  [[ $# -gt 0 ]] && shift
+  before=$(serviced)
+  start=$(date +%s%N)
+  "$loadgen" "${args[@]}" --copies "$copies" --challenges "$challenges" --concurrency "$concurrency" \
+    --cache cold --blkio-cgroup-prefix "$prefix" --json "$out/$tag.json" "$@"
+  echo "  loadgen process: $((($(date +%s%N) - start) / 1000000)) ms wall; kernel reads per cgroup before: $before after: $(serviced)"
+}
+
+echo "== 1 disk"
+run one "${mounts[0]}"
+echo "== $disks disks"
+run all "${mounts[@]}"
+echo "== $disks disks, ${names[$((disks - 1))]} stuck (1 byte/s), job deadline $deadline_ms ms"
+echo "${devnos[$((disks - 1))]} 1" >"${cgroups[$((disks - 1))]}/blkio.throttle.read_bps_device"
+run stuck "${mounts[@]}" -- --deadline-ms "$deadline_ms"
+echo "${devnos[$((disks - 1))]} 0" >"${cgroups[$((disks - 1))]}/blkio.throttle.read_bps_device"
+
+python3 - "$out" "$disks" "$iops" "${names[$((disks - 1))]}" <<'PY'
+import json, os, sys
+out, n, iops, stuck_disk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+r = {t: json.load(open(f"{out}/{t}.json")) for t in ("one", "all", "stuck")}
+def per_disk(j, skip=None):
+    return ", ".join(f"{d['disk']} {d['read_iops']:.0f}" for d in j["disks"] if d["disk"] != skip)
+print(f"\nmachine: {os.cpu_count()} cores; {n} loop disks x {iops} read IOPS (blk-throttle), "
+      f"{r['one']['plots']} plots per disk, {r['one']['challenges']} challenges, {r['one']['concurrency']} at a time, cold (O_DIRECT)")
+for t, disks in (("one", 1), ("all", n)):
+    j = r[t]
+    limit = disks * iops
+    print(f"  {disks} disk(s): {j['read_iops']:.0f} read IOPS of {limit} limit ({j['read_iops'] / limit:.2f}), "
+          f"{j['lookups_per_second']:.0f} lookups/s, challenge p50 {j['challenge_ms']['p50']:.0f} ms max {j['challenge_ms']['max']:.0f} ms, "
+          f"timeouts {j['timeouts']}; per disk: {per_disk(j)}")
+print(f"  scaling {n} disks / 1 disk: read IOPS {r['all']['read_iops'] / r['one']['read_iops']:.2f}x, "
+      f"lookups/s {r['all']['lookups_per_second'] / r['one']['lookups_per_second']:.2f}x")
+s, a = r["stuck"], r["all"]
+healthy = lambda j: sum(d["read_iops"] for d in j["disks"] if d["disk"] != stuck_disk)
+stuck = next(d for d in s["disks"] if d["disk"] == stuck_disk)
+print(f"  {stuck_disk} stuck, deadline {s['deadline_ms']} ms: the other {n - 1} disks {healthy(s):.0f} read IOPS of "
+      f"{(n - 1) * iops} limit, {healthy(s) / healthy(a):.2f} of what they did in the {n}-disk run ({healthy(a):.0f}); "
+      f"run {s['seconds']:.1f} s vs {a['seconds']:.1f} s; challenge p50 {s['challenge_ms']['p50']:.0f} ms max {s['challenge_ms']['max']:.0f} ms; "
+      f"jobs timed out {s['timeouts']}, rejected {s['rejected']}; {stuck_disk}: {stuck['reads']} reads, degraded {stuck['degraded_episodes']}x; "
+      f"per disk: {per_disk(s, stuck_disk)}")
+print("JSON: " + " ".join(f"{out}/{t}.json" for t in r))
+PY

@@ -433,3 +433,57 @@ fn a_stuck_disk_does_not_hold_back_another() {
     }
     stuck_disk.stats().check();
 }
+
+/// The job limit holds: beyond `jobs_queued_max`, jobs are rejected at once (never dropped),
+/// and `lookups_active_max` only delays jobs (all still answered in full).
+#[test]
+fn limits_reject_or_delay_but_never_drop() {
+    let fx = fixtures();
+    let clock = SimClock::new();
+    let disk = SimDisk::new(SimConfig::new(5, 8), clock.clone());
+    for f in &fx {
+        disk.add_file(&f.path, f.bytes.clone());
+    }
+    let (commands, command_rx) = crossbeam_channel::bounded(1000);
+    let (event_tx, events) = crossbeam_channel::bounded(100_000);
+    let config = ShardConfig {
+        name: "limits".into(),
+        jobs_queued_max: 4,
+        // Fewer lookup slots than one job needs plots: jobs run one at a time.
+        lookups_active_max: 2,
+        idle_wait_max: Duration::ZERO,
+        ..ShardConfig::default()
+    };
+    let mut shard = Shard::new(config, disk, VirtualClock(clock.clone()), command_rx, event_tx);
+    for (i, f) in fx.iter().enumerate() {
+        let plot = Box::new(f.plot.clone());
+        commands
+            .send(Command::AddPlot { key: PlotKey(i as u64), path: f.path.clone(), plot })
+            .expect("send");
+    }
+    for (i, c) in challenges("limits", 10).iter().enumerate() {
+        let work =
+            Work::Qualities { challenge: *c, plots: None, mode: Mode::Complete, proofs: false };
+        commands
+            .send(Command::Job(Job { id: i as u64, work, deadline: Duration::from_secs(60) }))
+            .expect("send");
+    }
+    let mut statuses = HashMap::new();
+    for _ in 0..1_000_000 {
+        shard.tick();
+        for e in events.try_iter() {
+            if let Event::JobDone { job, status } = e {
+                assert!(statuses.insert(job, status).is_none(), "one answer per job");
+            }
+        }
+        if statuses.len() == 10 {
+            break;
+        }
+    }
+    let rejected = statuses
+        .values()
+        .filter(|s| matches!(s, JobStatus::Rejected { reason: "shard overloaded" }))
+        .count();
+    let complete = statuses.values().filter(|s| **s == JobStatus::Complete).count();
+    assert_eq!((complete, rejected), (4, 6), "{statuses:?}");
+}

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use plot_format::{Plot, PlotOpener};
+use plot_format::Plot;
 
 /// The first k=18 fixture plot (`scripts/make-fixtures.sh`), its bytes and the opened plot.
 pub fn k18_fixture() -> (PathBuf, Vec<u8>, Plot) {
@@ -16,13 +16,6 @@ pub fn k18_fixture() -> (PathBuf, Vec<u8>, Plot) {
         .min()
         .expect("a k18 fixture plot");
     let bytes = std::fs::read(&path).expect("readable fixture");
-    let mut opener = PlotOpener::new(bytes.len() as u64);
-    let plot = loop {
-        let r = opener.next_read();
-        let chunk = &bytes[r.offset as usize..r.end() as usize];
-        if let Some(plot) = opener.supply(chunk).expect("the fixture opens") {
-            break plot;
-        }
-    };
+    let (_, plot) = shard::open_plot(&path).expect("the fixture opens");
     (path, bytes, plot)
 }

@@ -15,7 +15,7 @@ mod open;
 mod shard;
 
 pub use metrics::{Counters, Histograms, MetricsHandle, Snapshot};
-pub use open::open_plot;
+pub use open::{lookup_file, open_plot};
 pub use shard::{
     Clock, Command, Event, Job, JobId, JobStatus, MonotonicClock, PlotKey, Shard, ShardConfig,
     ShardError, ShardHandle, Work,

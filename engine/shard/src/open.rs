@@ -5,7 +5,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use plot_format::{Plot, PlotOpener};
+use plot_format::{drive, Goal, Mode, Outcome, Plot, PlotOpener};
 
 /// Opens and indexes the plot at `path`; decoder errors come back as `InvalidData`.
 pub fn open_plot(path: &Path) -> std::io::Result<(File, Plot)> {
@@ -23,4 +23,23 @@ pub fn open_plot(path: &Path) -> std::io::Result<(File, Plot)> {
             return Ok((file, plot));
         }
     }
+}
+
+/// Runs one lookup to its end with blocking positioned reads: the reference the engine's
+/// answers are compared with, and a simple driver for tools.
+pub fn lookup_file(
+    file: &File,
+    plot: &Plot,
+    challenge: &[u8; 32],
+    goal: Goal,
+    mode: Mode,
+) -> std::io::Result<Outcome> {
+    let mut lookup = plot.lookup(challenge, goal, mode);
+    let mut buf = Vec::new();
+    drive(&mut lookup, &mut buf, |r, buf| {
+        buf.resize(r.len as usize, 0);
+        file.read_exact_at(buf, r.offset)
+    })?;
+    // `drive` returns only once the lookup is done, so the outcome is set.
+    Ok(lookup.into_outcome().unwrap_or(Ok(Vec::new())))
 }

@@ -3,12 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use disk_io::{pread::PreadBackend, uring::UringBackend, Backend, DirectIo};
-use plot_format::{drive, Found, Goal, Mode, Plot};
+use plot_format::{Found, Goal, Mode, Plot};
 use shard::{Command, Event, Job, JobStatus, MonotonicClock, PlotKey, Shard, ShardConfig, Work};
 
 fn fixture_plots() -> Vec<PathBuf> {
@@ -27,14 +26,9 @@ fn open(path: &Path) -> (File, Plot) {
 }
 
 fn direct(file: &File, plot: &Plot, challenge: &[u8; 32], goal: Goal, mode: Mode) -> Vec<Found> {
-    let mut lookup = plot.lookup(challenge, goal, mode);
-    let mut buf = Vec::new();
-    drive(&mut lookup, &mut buf, |r, buf| {
-        buf.resize(r.len as usize, 0);
-        file.read_exact_at(buf, r.offset)
-    })
-    .expect("read");
-    lookup.into_outcome().expect("done").expect("fixture lookups succeed")
+    shard::lookup_file(file, plot, challenge, goal, mode)
+        .expect("read")
+        .expect("fixture lookups succeed")
 }
 
 fn challenges(n: u32) -> Vec<[u8; 32]> {

@@ -33,7 +33,6 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command as Cmd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,7 +41,7 @@ use std::time::Duration;
 
 use disk_io::uring::UringBackend;
 use disk_io::{Backend, Buffer, Completion, DirectIo, FileId, Full, OpenedFile, ReadOp};
-use plot_format::{drive, Found, Goal, Mode, Plot};
+use plot_format::{Found, Goal, Mode, Plot};
 use shard::{
     Clock, Command, Event, Job, JobStatus, MonotonicClock, PlotKey, Shard, ShardConfig,
     ShardHandle, Work,
@@ -727,14 +726,9 @@ impl Reference {
     fn answer(&self, work: &Work, base: u64) -> BTreeMap<u64, Vec<Found>> {
         let lookup = |i: usize, challenge: &[u8; 32], goal: Goal, mode: Mode| {
             let (file, plot) = &self.plots[i];
-            let mut lookup = plot.lookup(challenge, goal, mode);
-            let mut buf = Vec::new();
-            drive(&mut lookup, &mut buf, |r, buf| {
-                buf.resize(r.len as usize, 0);
-                file.read_exact_at(buf, r.offset)
-            })
-            .expect("read");
-            lookup.into_outcome().expect("done").expect("fixture lookups succeed")
+            shard::lookup_file(file, plot, challenge, goal, mode)
+                .expect("read")
+                .expect("fixture lookups succeed")
         };
         let mut want = BTreeMap::new();
         match work {

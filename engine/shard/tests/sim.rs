@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use disk_io::Backend;
-use plot_format::{drive, Found, Goal, Mode, Plot, PlotOpener};
+use plot_format::{drive, Found, Goal, Mode, Plot};
 use shard::{Clock, Command, Event, Job, JobStatus, PlotKey, Shard, ShardConfig, Work};
 use sim_disk::{Faults, Latency, SimClock, SimConfig, SimDisk, SimHandle};
 
@@ -42,14 +42,7 @@ fn fixtures() -> Vec<Fixture> {
         .into_iter()
         .map(|path| {
             let bytes = std::fs::read(&path).expect("read fixture");
-            let mut opener = PlotOpener::new(bytes.len() as u64);
-            let plot = loop {
-                let r = opener.next_read();
-                let chunk = &bytes[r.offset as usize..r.end() as usize];
-                if let Some(p) = opener.supply(chunk).expect("valid") {
-                    break p;
-                }
-            };
+            let (_, plot) = shard::open_plot(&path).expect("valid plot");
             Fixture { path, bytes, plot }
         })
         .collect()

@@ -1,0 +1,4 @@
+//! The harvester daemon's library: configuration, plot management, TLS, metrics and the
+//! connection to the farmer. The `harvester` binary (`main.rs`) is a thin front end over it; the
+//! farmer simulator in `bench/` reuses its TLS set-up.
+#![forbid(unsafe_code)]

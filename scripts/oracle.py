@@ -17,12 +17,17 @@ Subcommands
         DIR/plots/k20-pc-a.plot                  k=20, 112-byte memo
         DIR/mismatch/k18-mismatch.plot           valid memo, but plot id = sha256(b"not the
                                                  memo's id") (id does not match the memo)
+        DIR/keysfile/k18-kf-a.plot               k=18, empty memo, id = sha256(pool_pk ||
+                                                 plot_pk): the original design, keys in
+        DIR/keys.toml                            the harvester's keys file
+        DIR/farmer-keys.json                     {"farmer_secret_key", "pool_public_keys"}
       and DIR/manifest.json:
         {"plots": [{"name", "path" (relative to DIR), "k", "id", "memo",
-                    "memo_kind": "pool_public_key" | "pool_contract",
+                    "memo_kind": "pool_public_key" | "pool_contract" | "keys_file",
                     "pool_public_key": hex | null, "pool_contract_puzzle_hash": hex | null,
                     "farmer_public_key", "local_public_key", "plot_public_key",
-                    "id_matches_memo": bool, "bytes": file size}],
+                    "id_matches_memo": bool, "bytes": file size,
+                    keys_file plots: "plot_secret_key" (and no farmer/local keys)}],
          "farmer_secret_key", "pool_secret_key", "chiapos_version", "blspy_version"}
       Cached: when the manifest describes exactly these fixtures (same keys, same chiapos)
       and every plot file has the recorded size and id, nothing is done ("fixtures cached").
@@ -111,8 +116,10 @@ FIXTURES = [
     ("k19-og-a", 19, "pool_public_key", "plots", True),
     ("k20-pc-a", 20, "pool_contract", "plots", True),
     ("k18-mismatch", 18, "pool_public_key", "mismatch", False),
+    # The original design: no memo; the harvester gets the plot secret key from a keys file.
+    ("k18-kf-a", 18, "keys_file", "keysfile", True),
 ]
-FIXTURE_FOLDERS = ("plots", "mismatch")
+FIXTURE_FOLDERS = ("plots", "mismatch", "keysfile")
 MISMATCH_ID = hashlib.sha256(b"not the memo's id").digest()
 
 
@@ -216,6 +223,23 @@ def expected_entries(farmer_sk, pool_sk):
     entries = []
     for name, k, kind, folder, consistent in FIXTURES:
         master = AugSchemeMPL.key_gen(sha256(b"harvester-fixture/" + name.encode()))
+        if kind == "keys_file":
+            plot_pk = master.get_g1()
+            plot_id = sha256(bytes(pool_pk) + bytes(plot_pk))
+            entries.append({
+                "name": name,
+                "path": f"{folder}/{name}.plot",
+                "k": k,
+                "id": plot_id.hex(),
+                "memo": "",
+                "memo_kind": kind,
+                "pool_public_key": bytes(pool_pk).hex(),
+                "pool_contract_puzzle_hash": None,
+                "plot_secret_key": bytes(master).hex(),
+                "plot_public_key": bytes(plot_pk).hex(),
+                "id_matches_memo": consistent,
+            })
+            continue
         contract = kind == "pool_contract"
         memo, local_pk, plot_pk, plot_id = plot_keys(
             master, farmer_pk, None if contract else pool_pk, puzzle_hash if contract else None)
@@ -287,6 +311,7 @@ def make_fixtures(args):
     farmer_sk, pool_sk = fixture_keys()
     entries = expected_entries(farmer_sk, pool_sk)
     if cache_state(out, entries, farmer_sk, pool_sk) is None:
+        write_key_files(out, entries, farmer_sk, pool_sk)
         print(f"fixtures cached in {out} (checked in {time.perf_counter() - started:.2f} s)")
         return
     os.makedirs(out, exist_ok=True)
@@ -302,8 +327,35 @@ def make_fixtures(args):
             return
         print(f"make-fixtures: building in {out}: {reason}", file=sys.stderr)
         build_fixtures(out, entries, farmer_sk, pool_sk)
+        write_key_files(out, entries, farmer_sk, pool_sk)
     print(f"fixtures made in {out}: {len(entries)} plots in "
           f"{time.perf_counter() - started:.1f} s")
+
+
+def write_atomic(path, text):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o600)
+    os.rename(tmp, path)
+
+
+def write_key_files(out, entries, farmer_sk, pool_sk):
+    """DIR/keys.toml (the harvester's keys file for the keys-file plots) and
+    DIR/farmer-keys.json (what farmer-sim needs: the farmer secret key and our pool keys)."""
+    lines = ["# Made by scripts/oracle.py make-fixtures: plot secret keys of the keys-file plots.",
+             ""]
+    for e in entries:
+        if e["memo_kind"] == "keys_file":
+            lines += ["[[plot]]", f'file = "{os.path.basename(e["path"])}"',
+                      f'plot_secret_key = "{e["plot_secret_key"]}"',
+                      f'pool_public_key = "{e["pool_public_key"]}"', ""]
+    write_atomic(os.path.join(out, "keys.toml"), "\n".join(lines))
+    farmer = {"farmer_secret_key": bytes(farmer_sk).hex(),
+              "pool_public_keys": [bytes(pool_sk.get_g1()).hex()]}
+    write_atomic(os.path.join(out, "farmer-keys.json"), json.dumps(farmer, indent=1) + "\n")
 
 
 def build_fixtures(out, entries, farmer_sk, pool_sk):

@@ -19,7 +19,7 @@ pub enum HeaderKind {
     V2,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Header {
     pub kind: HeaderKind,
     pub id: [u8; 32],
@@ -28,6 +28,46 @@ pub struct Header {
     /// Absolute offsets of P1..P7, C1, C2, C3 (index 0 is P1).
     pub table_pointers: [u64; TABLE_POINTERS],
     pub header_len: u64,
+}
+
+/// The memo holds the plot's master secret key: `Debug` shows only its length.
+impl std::fmt::Debug for Header {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Header")
+            .field("kind", &self.kind)
+            .field("id", &format_args!("{}", IdHex(&self.id)))
+            .field("k", &self.k)
+            .field("memo", &format_args!("<{} bytes, redacted>", self.memo.len()))
+            .field("table_pointers", &self.table_pointers)
+            .field("header_len", &self.header_len)
+            .finish()
+    }
+}
+
+struct IdHex<'a>(&'a [u8; 32]);
+
+impl std::fmt::Display for IdHex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    #[test]
+    fn debug_never_shows_the_memo() {
+        let h = super::Header {
+            kind: super::HeaderKind::V1,
+            id: [0xab; 32],
+            k: 18,
+            memo: vec![0x5e; 128],
+            table_pointers: [0; super::TABLE_POINTERS],
+            header_len: 0,
+        };
+        let text = format!("{h:?}");
+        assert!(!text.contains("5e") && !text.contains("94"), "{text}");
+        assert!(text.contains("abababab") && text.contains("128 bytes, redacted"), "{text}");
+    }
 }
 
 /// Why [`parse_header`] could not finish: either the header is bad, or more bytes are needed.

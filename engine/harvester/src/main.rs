@@ -1,4 +1,5 @@
-//! `harvester`: the plot tools (`prove`, `verify`, `check`), and later the daemon.
+//! `harvester`: the daemon (`run`), its certificates (`certs`), and the plot tools (`prove`,
+//! `verify`, `check`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,26 @@ impl From<ModeArg> for plot_format::Mode {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the harvester daemon: serve the plots of the configured folders to the farmer.
+    Run {
+        /// The configuration file (TOML; see docs/configuration.md).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Create a private CA and the farmer's and harvester's certificates (mutual TLS).
+    Certs {
+        /// Folder to write ca.crt, ca.key, farmer.crt/.key and harvester.crt/.key into.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Sign with this existing CA certificate instead of making a new CA (needs --ca-key).
+        #[arg(long, requires = "ca_key")]
+        ca_cert: Option<PathBuf>,
+        #[arg(long, requires = "ca_cert")]
+        ca_key: Option<PathBuf>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Look up challenges in plots; one JSON object per quality found, on stdout.
     Prove {
         /// Plot files.
@@ -82,6 +103,18 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run { config } => match harvester::daemon::run(&config) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => Err(e.to_string()),
+        },
+        Command::Certs { dir, ca_cert, ca_key, force } => {
+            harvester::tls::certs_command(&dir, ca_cert.as_deref(), ca_key.as_deref(), force)
+                .map(|summary| {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                })
+                .map_err(|e| e.to_string())
+        }
         Command::Prove { plots, challenges_file, proofs, mode, threads } => {
             prove::run(&plots, &challenges_file, proofs, mode.into(), threads)
         }

@@ -1,0 +1,404 @@
+//! The daemon's configuration file (TOML). Every key has a default; `docs/configuration.md`
+//! lists them all. Relative paths are taken relative to the configuration file's folder.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration cannot be used; always names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid { path: PathBuf, key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub farmer: FarmerConfig,
+    pub tls: TlsConfig,
+    pub plots: PlotsSection,
+    /// Overrides of the plot -> disk grouping (longest path prefix wins).
+    pub disks: Vec<DiskSection>,
+    pub engine: EngineConfig,
+    pub protocol: ProtocolConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FarmerConfig {
+    /// Where the farmer listens; the harvester dials it.
+    pub address: String,
+    /// The name the farmer's certificate must carry.
+    pub server_name: String,
+    /// Plain TCP without TLS. Only for tests on a trusted host.
+    pub insecure: bool,
+    /// First wait before dialling again after a failed or lost connection; doubles each time.
+    pub reconnect_initial_seconds: f64,
+    pub reconnect_max_seconds: f64,
+    /// Dialling (TCP + TLS handshake) gives up after this long.
+    pub connect_timeout_seconds: f64,
+    /// A frame that cannot be written for this long closes the connection.
+    pub write_timeout_seconds: f64,
+}
+
+impl Default for FarmerConfig {
+    fn default() -> Self {
+        FarmerConfig {
+            address: "127.0.0.1:8447".into(),
+            server_name: "farmer".into(),
+            insecure: false,
+            reconnect_initial_seconds: 0.5,
+            reconnect_max_seconds: 30.0,
+            connect_timeout_seconds: 10.0,
+            write_timeout_seconds: 30.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The private CA's certificate: the farmer's certificate must chain to it.
+    pub ca_cert: PathBuf,
+    /// The harvester's certificate and key, presented to the farmer.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            ca_cert: "certs/ca.crt".into(),
+            cert: "certs/harvester.crt".into(),
+            key: "certs/harvester.key".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlotsSection {
+    /// Folders searched for `*.plot` files.
+    pub folders: Vec<PathBuf>,
+    pub recursive: bool,
+    /// Plot secret keys and pool keys of plots without a usable memo (the original design).
+    pub keys_file: Option<PathBuf>,
+    /// Seconds between background rescans of the folders.
+    pub refresh_interval_seconds: f64,
+    /// Threads opening plot headers in parallel.
+    pub open_threads: usize,
+    pub plots_max: usize,
+    /// A quarantined file is retried after this long even when it did not change.
+    pub retry_quarantined_after_seconds: f64,
+}
+
+impl Default for PlotsSection {
+    fn default() -> Self {
+        PlotsSection {
+            folders: Vec::new(),
+            recursive: true,
+            keys_file: None,
+            refresh_interval_seconds: 120.0,
+            open_threads: 8,
+            plots_max: 100_000,
+            retry_quarantined_after_seconds: 1200.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSection {
+    pub name: String,
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LookupMode {
+    Complete,
+    Chiapos,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Uring,
+    Pread,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    pub mode: LookupMode,
+    pub backend: BackendKind,
+    /// O_DIRECT reads (falling back to buffered where refused); false reads through the page cache.
+    pub direct_io: bool,
+    /// Reads in flight per disk; never more than the device's queue depth.
+    pub reads_in_flight_max: usize,
+    /// A challenge's lookups on one disk are answered as timed out after this long.
+    pub lookup_deadline_seconds: f64,
+    /// A proof fetch is answered as timed out after this long.
+    pub proof_deadline_seconds: f64,
+    /// A read in flight this long marks its disk degraded.
+    pub read_stuck_after_seconds: f64,
+    pub lookups_active_max: usize,
+    pub jobs_queued_max: usize,
+    /// Consecutive failed reads of one plot before it is quarantined.
+    pub plot_errors_max: u32,
+    /// Engine events waiting for a slow connection (per connection) before the engine slows.
+    pub events_queued_max: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            mode: LookupMode::Complete,
+            backend: BackendKind::Uring,
+            direct_io: true,
+            reads_in_flight_max: 64,
+            lookup_deadline_seconds: 20.0,
+            proof_deadline_seconds: 20.0,
+            read_stuck_after_seconds: 1.0,
+            lookups_active_max: 4096,
+            jobs_queued_max: 1024,
+            plot_errors_max: 3,
+            events_queued_max: 65536,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtocolConfig {
+    pub frame_bytes_max: u32,
+    pub pool_keys_max: u32,
+    pub challenges_in_flight_max: usize,
+    pub challenges_remembered_max: usize,
+    pub qualities_max: usize,
+    pub quality_ttl_seconds: f64,
+    /// Signatures computed at once per connection.
+    pub signatures_in_flight_max: usize,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        ProtocolConfig {
+            frame_bytes_max: 1 << 20,
+            pool_keys_max: 1024,
+            challenges_in_flight_max: 64,
+            challenges_remembered_max: 256,
+            qualities_max: 1 << 20,
+            quality_ttl_seconds: 600.0,
+            signatures_in_flight_max: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the `/metrics` endpoint; empty disables it.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { listen: "127.0.0.1:9914".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter (`harvester=debug`).
+    /// The `RUST_LOG` environment variable wins when set.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: "text".into() }
+    }
+}
+
+/// Seconds from the file as a duration (validated to be finite and positive first).
+pub fn seconds(value: f64) -> Duration {
+    Duration::from_secs_f64(value)
+}
+
+impl Config {
+    /// Reads, parses and checks `path`, resolving relative paths against its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut config = Config::parse(&text, path)?;
+        let base = path.parent().map(Path::to_owned).unwrap_or_default();
+        config.resolve_paths(&base);
+        Ok(config)
+    }
+
+    /// Parses and checks configuration text (`path` only names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.tls.ca_cert);
+        fix(&mut self.tls.cert);
+        fix(&mut self.tls.key);
+        self.plots.folders.iter_mut().for_each(fix);
+        if let Some(k) = &mut self.plots.keys_file {
+            fix(k);
+        }
+        for d in &mut self.disks {
+            d.paths.iter_mut().for_each(fix);
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        let secs: [(&'static str, f64); 9] = [
+            ("farmer.reconnect_initial_seconds", self.farmer.reconnect_initial_seconds),
+            ("farmer.reconnect_max_seconds", self.farmer.reconnect_max_seconds),
+            ("farmer.connect_timeout_seconds", self.farmer.connect_timeout_seconds),
+            ("farmer.write_timeout_seconds", self.farmer.write_timeout_seconds),
+            ("plots.refresh_interval_seconds", self.plots.refresh_interval_seconds),
+            ("engine.lookup_deadline_seconds", self.engine.lookup_deadline_seconds),
+            ("engine.proof_deadline_seconds", self.engine.proof_deadline_seconds),
+            ("engine.read_stuck_after_seconds", self.engine.read_stuck_after_seconds),
+            ("protocol.quality_ttl_seconds", self.protocol.quality_ttl_seconds),
+        ];
+        for (key, v) in secs {
+            // Under a day keeps every conversion to Duration far from overflow.
+            if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+                return Err(bad(key, format!("{v}: must be a number of seconds in (0, 86400]")));
+            }
+        }
+        let retry = self.plots.retry_quarantined_after_seconds;
+        if !(retry.is_finite() && (0.0..=31_536_000.0).contains(&retry)) {
+            return Err(bad("plots.retry_quarantined_after_seconds", format!("{retry}")));
+        }
+        let counts: [(&'static str, usize, usize); 9] = [
+            ("plots.open_threads", self.plots.open_threads, 256),
+            ("plots.plots_max", self.plots.plots_max, 10_000_000),
+            ("engine.reads_in_flight_max", self.engine.reads_in_flight_max, 4096),
+            ("engine.lookups_active_max", self.engine.lookups_active_max, 1 << 20),
+            ("engine.jobs_queued_max", self.engine.jobs_queued_max, 1 << 20),
+            ("engine.events_queued_max", self.engine.events_queued_max, 1 << 24),
+            ("protocol.challenges_in_flight_max", self.protocol.challenges_in_flight_max, 4096),
+            ("protocol.qualities_max", self.protocol.qualities_max, 1 << 26),
+            ("protocol.signatures_in_flight_max", self.protocol.signatures_in_flight_max, 65536),
+        ];
+        for (key, v, max) in counts {
+            if v == 0 || v > max {
+                return Err(bad(key, format!("{v}: must be in 1..={max}")));
+            }
+        }
+        if self.protocol.frame_bytes_max < 1024 || self.protocol.frame_bytes_max > 64 << 20 {
+            return Err(bad("protocol.frame_bytes_max", "must be in 1024..=64 MiB".into()));
+        }
+        if self.protocol.pool_keys_max == 0 || self.protocol.challenges_remembered_max == 0 {
+            return Err(bad("protocol", "limits must be at least 1".into()));
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            return Err(bad("metrics.listen", format!("{:?}: not ip:port", self.metrics.listen)));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(bad("log.format", format!("{:?}: text or json", self.log.format)));
+        }
+        if self.farmer.address.is_empty() {
+            return Err(bad("farmer.address", "empty".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("", Path::new("x.toml")).expect("defaults are valid");
+        assert_eq!(c.farmer.address, "127.0.0.1:8447");
+        assert_eq!(c.engine.mode, LookupMode::Complete);
+        assert_eq!(c.metrics.listen, "127.0.0.1:9914");
+        assert!(c.plots.recursive);
+    }
+
+    #[test]
+    fn full_file_parses_and_paths_resolve() {
+        let text = r#"
+            [farmer]
+            address = "10.0.0.1:8447"
+            insecure = true
+            [tls]
+            ca_cert = "/etc/h/ca.crt"
+            [plots]
+            folders = ["plots", "/mnt/a"]
+            keys_file = "keys.toml"
+            refresh_interval_seconds = 5
+            [[disks]]
+            name = "jbod-1"
+            paths = ["/mnt/a"]
+            [engine]
+            mode = "chiapos"
+            backend = "pread"
+            direct_io = false
+            [protocol]
+            challenges_in_flight_max = 8
+            [metrics]
+            listen = ""
+            [log]
+            level = "debug"
+            format = "json"
+        "#;
+        let mut c = Config::parse(text, Path::new("/srv/h.toml")).expect("valid");
+        c.resolve_paths(Path::new("/srv"));
+        assert_eq!(c.plots.folders, vec![PathBuf::from("/srv/plots"), PathBuf::from("/mnt/a")]);
+        assert_eq!(c.plots.keys_file, Some(PathBuf::from("/srv/keys.toml")));
+        assert_eq!(c.tls.ca_cert, PathBuf::from("/etc/h/ca.crt"));
+        assert_eq!(c.tls.cert, PathBuf::from("/srv/certs/harvester.crt"));
+        assert_eq!(c.engine.backend, BackendKind::Pread);
+        assert_eq!(c.disks[0].name, "jbod-1");
+        assert_eq!(c.protocol.challenges_in_flight_max, 8);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = Config::parse("[farmer]\nadress = \"x\"\n", Path::new("h.toml")).unwrap_err();
+        assert!(e.to_string().contains("adress"), "{e}");
+        let e = Config::parse("[engine]\nlookup_deadline_seconds = -1\n", Path::new("h.toml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("engine.lookup_deadline_seconds"), "{e}");
+        let e =
+            Config::parse("[engine]\nreads_in_flight_max = 0\n", Path::new("h.toml")).unwrap_err();
+        assert!(e.to_string().contains("reads_in_flight_max"), "{e}");
+        let e = Config::parse("[metrics]\nlisten = \"nope\"\n", Path::new("h.toml")).unwrap_err();
+        assert!(e.to_string().contains("metrics.listen"), "{e}");
+    }
+}

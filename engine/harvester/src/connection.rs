@@ -1,0 +1,633 @@
+//! One connection to a farmer: bytes in, frames decoded, the protocol session decides, the
+//! engine looks up, answers go out. The session (`protocol::HarvesterSession`) holds every
+//! protocol rule; this module only moves bytes and engine events.
+//!
+//! Nothing here waits on a disk: lookups are jobs for the shards, whose events come back on
+//! this connection's own queue; signatures run on the blocking pool. Proofs are verified
+//! before they leave.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plot_format::verify::validate_proof;
+use protocol::{
+    Body, Bytes32, ErrorCode, FrameDecoder, HarvesterSession, Input, Limits, Message, ProofOfSpace,
+    SessionLimits, SignKind, G1,
+};
+use shard::{JobStatus, PlotKey};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::config::{seconds, Config};
+use crate::engine::{Engine, EngineEvent, Registry};
+use crate::plots::{PlotInfo, PoolKey};
+use crate::telemetry::DaemonMetrics;
+
+/// Frames waiting for the writer task.
+const FRAMES_QUEUED_MAX: usize = 4096;
+/// Bytes read from the socket at once.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// How often expired qualities are dropped.
+const EXPIRE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What every connection shares with the daemon.
+pub struct Shared {
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<DaemonMetrics>,
+    pub config: Arc<Config>,
+    /// Runtime quarantines (a plot whose proof failed verification).
+    pub quarantine: crossbeam_channel::Sender<(PlotKey, String)>,
+    /// Plots selected / not selected by the last handshake, for the metrics.
+    pub selection_counts: std::sync::Mutex<Vec<(&'static str, u64)>>,
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionEnd {
+    #[error("the farmer closed the connection")]
+    Eof,
+    #[error("read failed: {0}")]
+    Read(std::io::Error),
+    #[error("write failed or timed out: {0}")]
+    Write(String),
+    #[error("protocol violation: {0}")]
+    Violation(String),
+    #[error("shutting down")]
+    Shutdown,
+}
+
+enum JobKind {
+    Challenge {
+        challenge: Bytes32,
+        started: Instant,
+        jobs_left: usize,
+        responses: u64,
+    },
+    Proof {
+        id: Option<u16>,
+        quality: Bytes32,
+        challenge: Bytes32,
+        plot: PlotKey,
+        index: u32,
+        started: Instant,
+        answered: bool,
+    },
+}
+
+/// A signature computed on the blocking pool: request id, quality, kind, start, result.
+type Signed = (Option<u16>, Bytes32, SignKind, Instant, Result<protocol::G2, String>);
+
+struct Selection {
+    generation: u64,
+    pool_keys: HashSet<G1>,
+    by_disk: Vec<(String, Vec<PlotKey>)>,
+}
+
+impl Selection {
+    fn compute(registry: &Registry, pool_keys: HashSet<G1>) -> (Selection, [u64; 3]) {
+        let mut by_disk = Vec::new();
+        let mut counts = [0u64; 3]; // selected, pool contract, other pool key
+        for (disk, keys) in &registry.by_disk {
+            let mut chosen = Vec::new();
+            for key in keys {
+                let Some(info) = registry.plots.get(key) else { continue };
+                match &info.pool {
+                    PoolKey::PublicKey(pk) if pool_keys.contains(pk) => {
+                        chosen.push(*key);
+                        counts[0] += 1;
+                    }
+                    PoolKey::PublicKey(_) => counts[2] += 1,
+                    PoolKey::ContractPuzzleHash(_) => counts[1] += 1,
+                }
+            }
+            if !chosen.is_empty() {
+                by_disk.push((disk.clone(), chosen));
+            }
+        }
+        (Selection { generation: registry.generation, pool_keys, by_disk }, counts)
+    }
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    peer: String,
+    session: HarvesterSession<PlotKey>,
+    epoch: Instant,
+    out: mpsc::Sender<Vec<u8>>,
+    sink: mpsc::Sender<EngineEvent>,
+    jobs: HashMap<u64, JobKind>,
+    next_tag: u64,
+    selection: Option<Selection>,
+    signing: JoinSet<Signed>,
+}
+
+/// Serves one farmer connection until it ends; returns why.
+pub async fn serve<S>(
+    stream: S,
+    shared: Arc<Shared>,
+    peer: String,
+    mut shutdown: watch::Receiver<bool>,
+) -> ConnectionEnd
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, wr) = tokio::io::split(stream);
+    let p = &shared.config.protocol;
+    let limits = Limits { frame_bytes_max: p.frame_bytes_max, pool_keys_max: p.pool_keys_max };
+    let session_limits = SessionLimits {
+        challenges_in_flight_max: p.challenges_in_flight_max,
+        challenges_remembered_max: p.challenges_remembered_max,
+        qualities_max: p.qualities_max,
+        quality_ttl: seconds(p.quality_ttl_seconds),
+    };
+    let (out_tx, out_rx) = mpsc::channel(FRAMES_QUEUED_MAX);
+    let (sink, mut events) = mpsc::channel(shared.config.engine.events_queued_max);
+    let write_timeout = seconds(shared.config.farmer.write_timeout_seconds);
+    let mut writer = tokio::spawn(write_frames(wr, out_rx, write_timeout));
+    shared.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.connections_active.fetch_add(1, Ordering::Relaxed);
+    let mut conn = Connection {
+        shared: shared.clone(),
+        peer,
+        session: HarvesterSession::new(session_limits),
+        epoch: Instant::now(),
+        out: out_tx,
+        sink,
+        jobs: HashMap::new(),
+        next_tag: 1,
+        selection: None,
+        signing: JoinSet::new(),
+    };
+    let mut decoder = FrameDecoder::new(limits);
+    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    let mut expire = tokio::time::interval(EXPIRE_INTERVAL);
+    let signatures_max = shared.config.protocol.signatures_in_flight_max;
+    let end = loop {
+        tokio::select! {
+            read = rd.read(&mut buf), if conn.signing.len() < signatures_max => {
+                let n = match read {
+                    Ok(0) => break ConnectionEnd::Eof,
+                    Ok(n) => n,
+                    Err(e) => break ConnectionEnd::Read(e),
+                };
+                if let Err(end) = conn.on_bytes(&mut decoder, &buf[..n]).await {
+                    break end;
+                }
+            }
+            Some(event) = events.recv() => {
+                if let Err(end) = conn.on_engine(event).await {
+                    break end;
+                }
+            }
+            Some(done) = conn.signing.join_next(), if !conn.signing.is_empty() => {
+                let Ok((id, quality, kind, started, result)) = done else { continue };
+                if let Err(end) = conn.on_signed(id, quality, kind, started, result).await {
+                    break end;
+                }
+            }
+            _ = expire.tick() => {
+                let now = conn.now();
+                conn.session.expire(now);
+            }
+            _ = shutdown.changed() => break ConnectionEnd::Shutdown,
+            _ = &mut writer => break ConnectionEnd::Write("writer ended".into()),
+        }
+    };
+    let in_flight = conn.jobs.values().filter(|j| matches!(j, JobKind::Challenge { .. })).count();
+    shared.metrics.challenges_in_flight.fetch_sub(in_flight as i64, Ordering::Relaxed);
+    shared.metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
+    // Let the writer flush what was queued (e.g. the ProtocolViolation error), briefly.
+    drop(conn);
+    if !writer.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+        writer.abort();
+    }
+    end
+}
+
+async fn write_frames<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut frames: mpsc::Receiver<Vec<u8>>,
+    timeout: Duration,
+) -> Result<(), String> {
+    while let Some(frame) = frames.recv().await {
+        match tokio::time::timeout(timeout, wr.write_all(&frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("no progress for {timeout:?}")),
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
+    Ok(())
+}
+
+impl Connection {
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    async fn send(&self, message: Message) -> Result<(), ConnectionEnd> {
+        let mut frame = Vec::new();
+        message.encode(&mut frame);
+        self.out.send(frame).await.map_err(|_| ConnectionEnd::Write("writer ended".into()))
+    }
+
+    async fn send_error(
+        &self,
+        id: Option<u16>,
+        code: ErrorCode,
+        text: String,
+    ) -> Result<(), ConnectionEnd> {
+        self.send(Message::error(id, code, text)).await
+    }
+
+    async fn on_bytes(
+        &mut self,
+        decoder: &mut FrameDecoder,
+        mut rest: &[u8],
+    ) -> Result<(), ConnectionEnd> {
+        while !rest.is_empty() {
+            let used = decoder.feed(rest);
+            rest = &rest[used..];
+            loop {
+                match decoder.next_message() {
+                    Ok(Some(message)) => self.on_message(message).await?,
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.shared.metrics.frames_rejected_total.fetch_add(1, Ordering::Relaxed);
+                        let reply = self.session.on_codec_error(&e);
+                        tracing::warn!(peer = %self.peer, "closing the connection: {e}");
+                        let _ = self.send(reply).await;
+                        return Err(ConnectionEnd::Violation(e.to_string()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn registry(&self) -> Arc<Registry> {
+        self.shared.engine.registry()
+    }
+
+    /// The selected plots by disk, recomputed when the registry or the pool keys changed.
+    fn selection(&mut self) -> &[(String, Vec<PlotKey>)] {
+        let registry = self.registry();
+        let stale = self.selection.as_ref().is_none_or(|s| s.generation != registry.generation);
+        if stale {
+            let keys: HashSet<G1> = self.session.pool_pubkeys().iter().copied().collect();
+            self.select(&registry, keys);
+        }
+        self.selection.as_ref().map(|s| s.by_disk.as_slice()).unwrap_or(&[])
+    }
+
+    fn select(&mut self, registry: &Registry, keys: HashSet<G1>) {
+        let (selection, [selected, contract, other]) = Selection::compute(registry, keys);
+        let counts = vec![
+            ("selected", selected),
+            ("not_selected_pool_contract", contract),
+            ("not_selected_other_pool_key", other),
+        ];
+        if let Ok(mut c) = self.shared.selection_counts.lock() {
+            *c = counts;
+        }
+        if self.selection.as_ref().is_none_or(|s| s.pool_keys != selection.pool_keys) {
+            tracing::info!(peer = %self.peer, pool_keys = selection.pool_keys.len(), selected,
+                not_selected_pool_contract = contract, not_selected_other_pool_key = other,
+                "plots selected by the farmer's pool keys");
+        }
+        self.selection = Some(selection);
+    }
+
+    async fn on_message(&mut self, message: Message) -> Result<(), ConnectionEnd> {
+        let now = self.now();
+        match self.session.on_message(message, now) {
+            Input::Select { pool_pubkeys } => {
+                let registry = self.registry();
+                self.select(&registry, pool_pubkeys.into_iter().collect());
+            }
+            Input::Challenge { challenge_hash } => self.start_challenge(challenge_hash),
+            Input::Proof { id, quality, challenge_hash, plot, index } => {
+                self.start_proof(id, quality, challenge_hash, plot, index).await?;
+            }
+            Input::Sign { id, quality, plot, message, kind } => {
+                self.start_sign(id, quality, plot, message, kind).await?;
+            }
+            Input::Reply(reply) => self.send(reply).await?,
+            Input::FarmerError { code, message } => {
+                tracing::warn!(peer = %self.peer, code = code.code(), "the farmer reports an error: {message}");
+            }
+            Input::Close { reply, reason } => {
+                self.shared.metrics.protocol_errors_total.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %self.peer, "closing the connection: {reason}");
+                let _ = self.send(reply).await;
+                return Err(ConnectionEnd::Violation(reason));
+            }
+        }
+        Ok(())
+    }
+
+    fn tag(&mut self) -> u64 {
+        let t = self.next_tag;
+        self.next_tag += 1;
+        t
+    }
+
+    fn start_challenge(&mut self, challenge: Bytes32) {
+        self.shared.metrics.challenges_total.fetch_add(1, Ordering::Relaxed);
+        let tag = self.tag();
+        let plots = self.selection().to_vec();
+        let jobs = self.shared.engine.qualities(challenge, &plots, &self.sink, tag);
+        if jobs == 0 {
+            self.session.on_challenge_done(challenge);
+            return;
+        }
+        self.shared.metrics.challenges_in_flight.fetch_add(1, Ordering::Relaxed);
+        self.jobs.insert(
+            tag,
+            JobKind::Challenge {
+                challenge,
+                started: Instant::now(),
+                jobs_left: jobs,
+                responses: 0,
+            },
+        );
+    }
+
+    async fn start_proof(
+        &mut self,
+        id: Option<u16>,
+        quality: Bytes32,
+        challenge: Bytes32,
+        plot: PlotKey,
+        index: u32,
+    ) -> Result<(), ConnectionEnd> {
+        let registry = self.registry();
+        let Some(info) = registry.plots.get(&plot) else {
+            self.shared.metrics.proof_errors_total.fetch_add(1, Ordering::Relaxed);
+            let text = "the plot of this quality is no longer served (removed or quarantined)";
+            return self.send_error(id, ErrorCode::PlotUnavailable, text.into()).await;
+        };
+        let tag = self.tag();
+        self.shared.engine.proof(&info.disk, plot, challenge, index, &self.sink, tag);
+        self.jobs.insert(
+            tag,
+            JobKind::Proof {
+                id,
+                quality,
+                challenge,
+                plot,
+                index,
+                started: Instant::now(),
+                answered: false,
+            },
+        );
+        Ok(())
+    }
+
+    async fn start_sign(
+        &mut self,
+        id: Option<u16>,
+        quality: Bytes32,
+        plot: PlotKey,
+        message: Bytes32,
+        kind: SignKind,
+    ) -> Result<(), ConnectionEnd> {
+        let registry = self.registry();
+        let Some(info) = registry.plots.get(&plot).cloned() else {
+            self.shared.metrics.signature_errors_total.fetch_add(1, Ordering::Relaxed);
+            let text = "the plot of this quality is no longer served (removed or quarantined)";
+            return self.send_error(id, ErrorCode::PlotUnavailable, text.into()).await;
+        };
+        let started = Instant::now();
+        self.signing.spawn_blocking(move || (id, quality, kind, started, Ok(info.sign(&message))));
+        Ok(())
+    }
+
+    async fn on_signed(
+        &mut self,
+        id: Option<u16>,
+        quality: Bytes32,
+        kind: SignKind,
+        started: Instant,
+        result: Result<protocol::G2, String>,
+    ) -> Result<(), ConnectionEnd> {
+        let signature = match result {
+            Ok(s) => s,
+            Err(e) => {
+                self.shared.metrics.signature_errors_total.fetch_add(1, Ordering::Relaxed);
+                return self.send_error(id, ErrorCode::Internal, e).await;
+            }
+        };
+        self.shared.metrics.signatures_total.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.record_signature(started.elapsed());
+        let body = match kind {
+            SignKind::Header => {
+                Body::RespondHeaderSignature { quality, header_hash_signature: signature }
+            }
+            SignKind::Partial => {
+                Body::RespondPartialProof { quality, farmer_target_signature: signature }
+            }
+        };
+        self.send(Message { id, body }).await
+    }
+
+    async fn on_engine(&mut self, event: EngineEvent) -> Result<(), ConnectionEnd> {
+        match event {
+            EngineEvent::Found { tag, plot, found } => self.on_found(tag, plot, found).await,
+            EngineEvent::Failed { tag, plot, error } => self.on_failed(tag, plot, error).await,
+            EngineEvent::Done { tag, status } => self.on_done(tag, status).await,
+        }
+    }
+
+    async fn on_found(
+        &mut self,
+        tag: u64,
+        plot: PlotKey,
+        found: Vec<plot_format::Found>,
+    ) -> Result<(), ConnectionEnd> {
+        let registry = self.registry();
+        let info = registry.plots.get(&plot).cloned();
+        match self.jobs.get_mut(&tag) {
+            Some(JobKind::Challenge { challenge, .. }) => {
+                let challenge = *challenge;
+                let Some(info) = info else { return Ok(()) };
+                let now = self.now();
+                let mut sent = 0;
+                for f in found {
+                    if let Some(m) =
+                        self.session.on_quality(challenge, f.quality, info.k, plot, f.index, now)
+                    {
+                        self.send(m).await?;
+                        sent += 1;
+                    }
+                }
+                if let Some(JobKind::Challenge { responses, .. }) = self.jobs.get_mut(&tag) {
+                    *responses += sent;
+                }
+                self.shared.metrics.challenge_responses_total.fetch_add(sent, Ordering::Relaxed);
+            }
+            Some(JobKind::Proof { .. }) => {
+                let Some(JobKind::Proof {
+                    id, quality, challenge, index, started, answered, ..
+                }) = self.jobs.get_mut(&tag)
+                else {
+                    return Ok(());
+                };
+                if *answered {
+                    return Ok(());
+                }
+                *answered = true;
+                let (id, quality, challenge, index, started) =
+                    (*id, *quality, *challenge, *index, *started);
+                let proof = found.into_iter().find(|f| f.index == index).and_then(|f| f.proof);
+                let reply = match (info, proof) {
+                    (Some(info), Some(proof)) => {
+                        self.respond_proof(&info, id, quality, challenge, proof)
+                    }
+                    (None, _) => {
+                        Message::error(id, ErrorCode::PlotUnavailable, "the plot was removed")
+                    }
+                    (Some(info), None) => Message::error(
+                        id,
+                        ErrorCode::LookupFailed,
+                        format!("plot {}: entry {index} has no proof", info.path.display()),
+                    ),
+                };
+                if matches!(reply.body, Body::RespondProofOfSpace { .. }) {
+                    self.shared.metrics.proofs_total.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.shared.metrics.proof_errors_total.fetch_add(1, Ordering::Relaxed);
+                }
+                self.shared.metrics.record_proof_request(started.elapsed());
+                self.send(reply).await?;
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// The answer to a proof request: the proof, after our verifier accepted it with the
+    /// announced quality; a plot that yields a wrong proof is quarantined, never trusted.
+    fn respond_proof(
+        &self,
+        info: &PlotInfo,
+        id: Option<u16>,
+        quality: Bytes32,
+        challenge: Bytes32,
+        proof: Vec<u8>,
+    ) -> Message {
+        let PoolKey::PublicKey(pool_pubkey) = info.pool else {
+            return Message::error(id, ErrorCode::Internal, "pool contract plots are not served");
+        };
+        match validate_proof(&info.id, info.k, &challenge, &proof) {
+            Ok(q) if q == quality => {}
+            verdict => {
+                let reason = match verdict {
+                    Ok(_) => "its proof verifies with another quality".to_string(),
+                    Err(e) => format!("its proof does not verify: {e}"),
+                };
+                tracing::error!(plot = %info.path.display(), disk = %info.disk,
+                    "plot quarantined: {reason} (corrupt file?)");
+                let _ = self.shared.quarantine.try_send((info.key, reason.clone()));
+                return Message::error(
+                    id,
+                    ErrorCode::LookupFailed,
+                    format!("plot {}: {reason}; plot quarantined", info.path.display()),
+                );
+            }
+        }
+        let proof = ProofOfSpace {
+            challenge_hash: challenge,
+            pool_pubkey,
+            plot_pubkey: info.plot_public_key,
+            size: info.k,
+            proof,
+        };
+        Message { id, body: Body::RespondProofOfSpace { quality, proof } }
+    }
+
+    async fn on_failed(
+        &mut self,
+        tag: u64,
+        plot: PlotKey,
+        error: String,
+    ) -> Result<(), ConnectionEnd> {
+        let registry = self.registry();
+        let (path, disk) = registry
+            .plots
+            .get(&plot)
+            .map(|i| (i.path.display().to_string(), i.disk.clone()))
+            .unwrap_or_else(|| (format!("#{}", plot.0), "?".into()));
+        match self.jobs.get_mut(&tag) {
+            Some(JobKind::Challenge { .. }) => {
+                tracing::warn!(plot = %path, disk = %disk, "lookup failed: {error}");
+            }
+            Some(JobKind::Proof { id, answered, started, .. }) if !*answered => {
+                *answered = true;
+                let (id, started) = (*id, *started);
+                tracing::warn!(plot = %path, disk = %disk, "proof failed: {error}");
+                self.shared.metrics.proof_errors_total.fetch_add(1, Ordering::Relaxed);
+                self.shared.metrics.record_proof_request(started.elapsed());
+                self.send_error(id, ErrorCode::LookupFailed, format!("plot {path}: {error}"))
+                    .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn on_done(&mut self, tag: u64, status: JobStatus) -> Result<(), ConnectionEnd> {
+        let Some(job) = self.jobs.get_mut(&tag) else { return Ok(()) };
+        match job {
+            JobKind::Challenge { challenge, started, jobs_left, .. } => {
+                if let JobStatus::TimedOut { unanswered } = &status {
+                    self.shared.metrics.lookups_timed_out_total.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer = %self.peer, challenge = %hex::encode(*challenge), unanswered,
+                        "lookup deadline passed on a disk; answered with what arrived");
+                }
+                if let JobStatus::Rejected { reason } = &status {
+                    tracing::warn!(peer = %self.peer, challenge = %hex::encode(*challenge), "lookup rejected: {reason}");
+                }
+                *jobs_left -= 1;
+                if *jobs_left == 0 {
+                    let (challenge, started) = (*challenge, *started);
+                    self.jobs.remove(&tag);
+                    self.session.on_challenge_done(challenge);
+                    self.shared.metrics.challenges_in_flight.fetch_sub(1, Ordering::Relaxed);
+                    self.shared.metrics.record_challenge(started.elapsed());
+                }
+            }
+            JobKind::Proof { id, answered, started, plot, .. } => {
+                let (id, answered, started, plot) = (*id, *answered, *started, *plot);
+                self.jobs.remove(&tag);
+                if answered {
+                    return Ok(());
+                }
+                let (code, text) = match status {
+                    JobStatus::TimedOut { .. } => {
+                        self.shared.metrics.lookups_timed_out_total.fetch_add(1, Ordering::Relaxed);
+                        (
+                            ErrorCode::TimedOut,
+                            "the proof's disk did not answer before the deadline".to_string(),
+                        )
+                    }
+                    JobStatus::Rejected { reason } => {
+                        (ErrorCode::LookupFailed, format!("the disk refused the job: {reason}"))
+                    }
+                    JobStatus::Complete => (
+                        ErrorCode::LookupFailed,
+                        format!("plot #{}: the entry was not found", plot.0),
+                    ),
+                };
+                self.shared.metrics.proof_errors_total.fetch_add(1, Ordering::Relaxed);
+                self.shared.metrics.record_proof_request(started.elapsed());
+                self.send_error(id, code, text).await?;
+            }
+        }
+        Ok(())
+    }
+}

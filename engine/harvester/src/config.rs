@@ -99,6 +99,8 @@ pub struct PlotsSection {
     pub plots_max: usize,
     /// A quarantined file is retried after this long even when it did not change.
     pub retry_quarantined_after_seconds: f64,
+    /// Serve copies of one plot (same id) as separate plots: for benchmarks and soaks only.
+    pub serve_duplicate_ids: bool,
 }
 
 impl Default for PlotsSection {
@@ -111,6 +113,7 @@ impl Default for PlotsSection {
             open_threads: 8,
             plots_max: 100_000,
             retry_quarantined_after_seconds: 1200.0,
+            serve_duplicate_ids: false,
         }
     }
 }

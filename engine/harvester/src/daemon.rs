@@ -115,6 +115,7 @@ async fn run_async(config: Arc<Config>) -> Result<(), DaemonError> {
             .map(|d| DiskOverride { name: d.name.clone(), paths: d.paths.clone() })
             .collect(),
         retry_quarantined_after: seconds(config.plots.retry_quarantined_after_seconds),
+        serve_duplicate_ids: config.plots.serve_duplicate_ids,
     };
     let manager = PlotManager::new(plots_config)?;
     let (quarantine_tx, quarantine_rx) = crossbeam_channel::bounded(QUARANTINES_QUEUED_MAX);

@@ -105,6 +105,9 @@ pub struct PlotsConfig {
     pub disks: Vec<DiskOverride>,
     /// When a quarantined or no-keys file that did not change is tried again.
     pub retry_quarantined_after: Duration,
+    /// Serve every file even when several share a plot id (benchmarks and soaks on copies of
+    /// one plot; never on a farm: the farmer would get the same proof twice).
+    pub serve_duplicate_ids: bool,
 }
 
 impl Default for PlotsConfig {
@@ -117,6 +120,7 @@ impl Default for PlotsConfig {
             plots_max: 100_000,
             disks: Vec::new(),
             retry_quarantined_after: Duration::from_secs(1200),
+            serve_duplicate_ids: false,
         }
     }
 }
@@ -273,7 +277,7 @@ pub struct PlotManager {
     /// Path of every served and duplicate key.
     paths_by_key: HashMap<PlotKey, PathBuf>,
     /// The served file of every served plot id.
-    served_by_id: HashMap<[u8; 32], PathBuf>,
+    served_by_id: HashMap<ServeKey, PathBuf>,
     /// The next [`PlotKey`]; keys are never reused.
     key_next: u64,
 }
@@ -459,8 +463,9 @@ impl PlotManager {
             return;
         };
         if let Status::Served { info } | Status::Duplicate { info, .. } = &entry.status {
-            if self.served_by_id.get(&info.id) == Some(&path) {
-                self.served_by_id.remove(&info.id);
+            let k = serve_key(self.config.serve_duplicate_ids, &info.id, &path);
+            if self.served_by_id.get(&k) == Some(&path) {
+                self.served_by_id.remove(&k);
             }
         }
         warn!(path = %path.display(), disk = %entry.disk, %reason, "plot quarantined");
@@ -512,7 +517,8 @@ impl PlotManager {
         match &entry.status {
             Status::Served { .. } => PlotState::Served,
             Status::Duplicate { info, of, .. } => {
-                let of = self.served_by_id.get(&info.id).or(of.as_ref());
+                // With serve_duplicate_ids nothing is a duplicate, so the id alone is the key.
+                let of = self.served_by_id.get(&(info.id, None)).or(of.as_ref());
                 PlotState::Duplicate { of: of.cloned().unwrap_or_default() }
             }
             Status::Quarantined { reason, .. } => PlotState::Quarantined { reason: reason.clone() },
@@ -534,8 +540,9 @@ impl PlotManager {
             Status::Quarantined { .. } | Status::NoKeys { .. } => return,
         };
         self.paths_by_key.remove(&info.key);
-        if self.served_by_id.get(&info.id).is_some_and(|p| p == path) {
-            self.served_by_id.remove(&info.id);
+        let k = serve_key(self.config.serve_duplicate_ids, &info.id, path);
+        if self.served_by_id.get(&k).is_some_and(|p| p == path) {
+            self.served_by_id.remove(&k);
         }
     }
 
@@ -574,6 +581,7 @@ impl PlotManager {
     /// copy known to be good beats a new or just retried file). Reports the files opened in
     /// this refresh that are duplicates.
     fn elect(&mut self, fresh: &HashSet<PathBuf>, out: &mut Refresh) {
+        let dups = self.config.serve_duplicate_ids;
         for fresh_pass in [false, true] {
             for (path, entry) in self.entries.iter_mut() {
                 let Status::Duplicate { info, of, .. } = &mut entry.status else {
@@ -583,7 +591,8 @@ impl PlotManager {
                 if is_fresh != fresh_pass {
                     continue;
                 }
-                if let Some(server) = self.served_by_id.get(&info.id) {
+                let k = serve_key(dups, &info.id, path);
+                if let Some(server) = self.served_by_id.get(&k) {
                     if of.as_ref() != Some(server) {
                         *of = Some(server.clone());
                         if is_fresh {
@@ -598,7 +607,7 @@ impl PlotManager {
                     }
                     continue;
                 }
-                self.served_by_id.insert(info.id, path.clone());
+                self.served_by_id.insert(k, path.clone());
                 let info = Arc::clone(info);
                 if let Status::Duplicate { info, plot, .. } =
                     std::mem::replace(&mut entry.status, Status::Served { info })
@@ -608,6 +617,13 @@ impl PlotManager {
             }
         }
     }
+}
+
+/// What identifies a served plot: its id, plus its path when duplicates are served.
+type ServeKey = ([u8; 32], Option<PathBuf>);
+
+fn serve_key(serve_duplicate_ids: bool, id: &[u8; 32], path: &Path) -> ServeKey {
+    (*id, serve_duplicate_ids.then(|| path.to_owned()))
 }
 
 fn validate(config: &PlotsConfig) -> Result<(), PlotsError> {

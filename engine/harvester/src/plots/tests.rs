@@ -566,3 +566,25 @@ fn a_thousand_files() {
     assert_eq!(m.states().len(), 500);
     assert_eq!(counts(&m).iter().sum::<u64>(), 500);
 }
+
+#[test]
+fn serve_duplicate_ids_serves_every_copy_under_its_own_key() {
+    let tmp = TempDir::new("dup-serve");
+    let paths: Vec<PathBuf> = (0..3).map(|i| tmp.path().join(format!("copy-{i}.plot"))).collect();
+    for p in &paths {
+        copy("k18-og-a", p);
+    }
+    let mut m =
+        PlotManager::new(PlotsConfig { serve_duplicate_ids: true, ..config(&[tmp.path()]) })
+            .unwrap();
+    let r = m.refresh(false);
+    assert_eq!(r.added.len(), 3);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(counts(&m), [3, 0, 0, 0]);
+    let key = added_key(&r, &paths[1]);
+    fs::remove_file(&paths[1]).unwrap();
+    let r = m.refresh(false);
+    assert_eq!(r.removed, [key]);
+    assert!(r.added.is_empty());
+    assert_eq!(counts(&m), [2, 0, 0, 0]);
+}

@@ -1,14 +1,22 @@
-//! Shared helpers for the benches and load tools.
+//! Shared helpers for the benches and load tools, and the farmer simulator's library
+//! ([`farmer`], driven by the `farmer-sim` binary).
 
 use std::path::PathBuf;
 
 use plot_format::Plot;
 
+pub mod farmer;
+
+/// The fixture folder (`scripts/make-fixtures.sh`): `$HARVESTER_FIXTURES`, else `fixtures/` at
+/// the repository root.
+pub fn fixtures_dir() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::env::var_os("HARVESTER_FIXTURES").map(PathBuf::from).unwrap_or(root.join("fixtures"))
+}
+
 /// The first k=18 fixture plot (`scripts/make-fixtures.sh`), its bytes and the opened plot.
 pub fn k18_fixture() -> (PathBuf, Vec<u8>, Plot) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir =
-        std::env::var_os("HARVESTER_FIXTURES").map(PathBuf::from).unwrap_or(root.join("fixtures"));
+    let dir = fixtures_dir();
     let path = std::fs::read_dir(dir.join("plots"))
         .expect("fixtures exist: run scripts/make-fixtures.sh")
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -71,6 +71,14 @@ Subcommands
       extra proofs chiapos' Verifier accepts. Prints totals as JSON; exit 1 with the first
       difference.
 
+  check-answers --file F
+      F holds JSON lines written by `farmer-sim --dump`: {"kind": "proof", "plot_id", "k",
+      "challenge", "proof", "quality"} and {"kind": "signature", "public_key", "message",
+      "signature"} (the signature the farmer accepted, aggregated with its share for memo
+      plots). Every proof goes through chiapos' Verifier (must give the quality), every
+      signature through blspy's AugSchemeMPL.verify. Prints {"proofs", "signatures",
+      "failed", "failures": [...]}; exit 1 when any failed or the file holds nothing.
+
 DiskPlotter notes: it writes a long progress log to stdout (kept in a temp file here; shown
 on failure, or on stderr with ORACLE_PLOTTER_LOG=1); it silently overwrites the final file;
 it accepts an id shorter than 32 bytes (reading past the buffer); its failures surface as a
@@ -661,6 +669,38 @@ def json_command(handler):
     return run
 
 
+def check_answers(args):
+    from blspy import G1Element, G2Element
+    proofs = signatures = 0
+    failures = []
+    with open(args.file) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            if item["kind"] == "proof":
+                proofs += 1
+                quality = Verifier().validate_proof(
+                    bytes.fromhex(item["plot_id"]), item["k"], bytes.fromhex(item["challenge"]),
+                    bytes.fromhex(item["proof"]))
+                if quality is None or bytes(quality).hex() != item["quality"]:
+                    failures.append(f"line {n}: proof not accepted with its quality")
+            elif item["kind"] == "signature":
+                signatures += 1
+                ok = AugSchemeMPL.verify(G1Element.from_bytes(bytes.fromhex(item["public_key"])),
+                                         bytes.fromhex(item["message"]),
+                                         G2Element.from_bytes(bytes.fromhex(item["signature"])))
+                if not ok:
+                    failures.append(f"line {n}: signature does not verify")
+            else:
+                failures.append(f"line {n}: unknown kind {item['kind']!r}")
+    json.dump({"proofs": proofs, "signatures": signatures, "failed": len(failures),
+               "failures": failures[:20]}, sys.stdout)
+    print()
+    if failures or proofs + signatures == 0:
+        sys.exit(1)
+
+
 def parser():
     ap = argparse.ArgumentParser(prog="oracle.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -699,6 +739,10 @@ def parser():
     p.add_argument("--plots", nargs="+", required=True, metavar="PLOT")
     p.add_argument("--challenges", type=int, default=200, metavar="N")
     p.set_defaults(run=compare_prove)
+
+    p = sub.add_parser("check-answers", help="verify farmer-sim --dump output with the reference")
+    p.add_argument("--file", required=True, metavar="F")
+    p.set_defaults(run=check_answers)
     return ap
 
 

@@ -92,6 +92,13 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
 }
 
 async fn run_async(config: Arc<Config>) -> Result<(), DaemonError> {
+    // Signals first: a SIGTERM during start-up still stops the daemon cleanly.
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
     // TLS material first: a daemon that cannot talk to its farmer should fail at once.
     let tls = if config.farmer.insecure {
         tracing::warn!("farmer.insecure = true: plain TCP, no authentication, no encryption");
@@ -129,7 +136,6 @@ async fn run_async(config: Arc<Config>) -> Result<(), DaemonError> {
         selection_counts: Mutex::new(Vec::new()),
     });
     let state = Arc::new(State { shared: shared.clone(), plot_counts: Mutex::new(Vec::new()) });
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     // The plot manager lives on its own thread: scans never block lookups.
     let (first_scan_tx, first_scan_rx) = tokio::sync::oneshot::channel();
@@ -170,12 +176,6 @@ async fn run_async(config: Arc<Config>) -> Result<(), DaemonError> {
         let source: Arc<dyn MetricsSource> = state.clone();
         Some(tokio::spawn(crate::telemetry::serve(listener, source, shutdown_rx.clone())))
     };
-
-    let signals = tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        let _ = shutdown_tx.send(true);
-    });
 
     let mut shutdown = shutdown_rx.clone();
     tokio::select! {

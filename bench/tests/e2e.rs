@@ -1,0 +1,215 @@
+//! End to end: the real `harvester run` daemon and the real `farmer-sim` (or a scripted farmer
+//! in this test) over loopback mutual TLS, with the fixture plots (`scripts/make-fixtures.sh`).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use protocol::{Body, ErrorCode, Message};
+use serde_json::Value;
+use support::*;
+
+#[test]
+fn farmer_sim_gets_valid_answers_to_all_nine_messages_for_both_key_kinds() {
+    let tmp = TempDir::new("nine");
+    let certs = tmp.0.join("certs");
+    make_certs(&certs);
+    let (farmer_port, metrics_port) = (free_port(), free_port());
+    let config =
+        write_config(&tmp.0, "h1", farmer_port, Some(metrics_port), &certs, &plot_folders(), true);
+    let json = tmp.0.join("report.json");
+    let dump = tmp.0.join("answers.jsonl");
+    let mut farmer = Proc::spawn(
+        "farmer-sim",
+        Command::new(farmer_sim())
+            .args(["--listen", &format!("127.0.0.1:{farmer_port}"), "--certs"])
+            .arg(&certs)
+            .arg("--keys")
+            .arg(fixtures().join("farmer-keys.json"))
+            .args(["--challenges", "60", "--rate", "0", "--request", "all", "--json"])
+            .arg(&json)
+            .arg("--dump")
+            .arg(&dump),
+        tmp.0.join("farmer.log"),
+    );
+    let mut harvester = start_harvester(&tmp.0, "harvester", &config);
+    let status = farmer.wait(Duration::from_secs(180));
+    let flog = farmer.log();
+    assert!(
+        status.success(),
+        "farmer-sim failed: {status}\n{flog}\nharvester:\n{}",
+        harvester.log()
+    );
+    let r = report(&json);
+    assert_eq!(count(&r, "/invalid"), 0, "{r}");
+    assert_eq!(count(&r, "/lost"), 0, "{r}");
+    assert!(count(&r, "/proofs/valid") > 0, "no proof: {r}");
+    assert_eq!(count(&r, "/proofs/valid"), count(&r, "/proofs/requested"), "{r}");
+    assert!(count(&r, "/signatures/header/valid") > 0, "{r}");
+    assert!(count(&r, "/signatures/partial/valid") > 0, "{r}");
+    assert!(count(&r, "/signatures/kinds/keys_file") > 0, "keys-file plot never signed: {r}");
+    assert!(count(&r, "/signatures/kinds/memo") > 0, "memo plot never signed: {r}");
+
+    // The scrape shows the daemon's counters and the engine's per-disk histograms.
+    let metrics = http_get(metrics_port, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    for name in [
+        "harvester_challenges_total",
+        "harvester_read_latency_seconds_bucket{",
+        "harvester_signature_latency_seconds",
+        "harvester_plots{",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
+    }
+    let status = harvester.terminate(Duration::from_secs(15));
+    assert!(status.success(), "harvester exit {status}:\n{}", harvester.log());
+
+    // Independent check with the reference: chiapos' Verifier and blspy's AugSchemeMPL.
+    let python = repo().join(".venv/bin/python");
+    let out = Command::new(python)
+        .arg(repo().join("scripts/oracle.py"))
+        .args(["check-answers", "--file"])
+        .arg(&dump)
+        .output()
+        .expect("oracle runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "oracle check-answers: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verdict: Value = serde_json::from_str(text.trim()).expect("oracle json");
+    assert!(count(&verdict, "/proofs") > 0 && count(&verdict, "/signatures") > 0, "{verdict}");
+    assert_eq!(count(&verdict, "/failed"), 0, "{verdict}");
+}
+
+#[test]
+fn one_farmer_with_two_harvester_processes() {
+    let tmp = TempDir::new("scale");
+    let certs = tmp.0.join("certs");
+    make_certs(&certs);
+    // Each "storage node" gets its own plots.
+    let plots = selected_fixture_plots();
+    let (a, b) = (tmp.0.join("node-a"), tmp.0.join("node-b"));
+    for (i, p) in plots.iter().enumerate() {
+        let dir = if i % 2 == 0 { &a } else { &b };
+        std::fs::create_dir_all(dir).expect("dir");
+        std::os::unix::fs::symlink(p, dir.join(p.file_name().expect("name"))).expect("link");
+    }
+    let farmer_port = free_port();
+    let json = tmp.0.join("report.json");
+    let mut farmer = Proc::spawn(
+        "farmer-sim",
+        Command::new(farmer_sim())
+            .args(["--listen", &format!("127.0.0.1:{farmer_port}"), "--certs"])
+            .arg(&certs)
+            .arg("--keys")
+            .arg(fixtures().join("farmer-keys.json"))
+            .args(["--harvesters", "2", "--challenges", "40", "--rate", "0", "--request", "all"])
+            .arg("--json")
+            .arg(&json),
+        tmp.0.join("farmer.log"),
+    );
+    let ca = write_config(&tmp.0, "a", farmer_port, None, &certs, std::slice::from_ref(&a), true);
+    let cb = write_config(&tmp.0, "b", farmer_port, None, &certs, std::slice::from_ref(&b), true);
+    let mut ha = start_harvester(&tmp.0, "harvester-a", &ca);
+    let mut hb = start_harvester(&tmp.0, "harvester-b", &cb);
+    let status = farmer.wait(Duration::from_secs(180));
+    assert!(status.success(), "farmer-sim: {}\n{}\n{}", farmer.log(), ha.log(), hb.log());
+    let r = report(&json);
+    assert_eq!(count(&r, "/harvesters"), 2, "{r}");
+    assert_eq!(count(&r, "/invalid") + count(&r, "/lost"), 0, "{r}");
+    assert!(count(&r, "/proofs/valid") > 0, "{r}");
+    assert!(ha.terminate(Duration::from_secs(15)).success(), "{}", ha.log());
+    assert!(hb.terminate(Duration::from_secs(15)).success(), "{}", hb.log());
+}
+
+#[test]
+fn bad_frames_close_one_connection_and_the_harvester_keeps_serving() {
+    let tmp = TempDir::new("frames");
+    let certs = tmp.0.join("certs");
+    make_certs(&certs);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let farmer = ScriptedFarmer::bind(&certs).await;
+        let config = write_config(&tmp.0, "h", farmer.port(), None, &certs, &plot_folders(), true);
+        let harvester = start_harvester(&tmp.0, "harvester", &config);
+        let t = Duration::from_secs(30);
+
+        // 1. Out of order: a challenge before the handshake is refused, the connection stays.
+        let mut peer = farmer.accept(t).await;
+        peer.send(Message { id: None, body: Body::NewChallenge { challenge_hash: challenge(0) } })
+            .await;
+        let m = peer.recv(t).await.expect("an answer");
+        assert!(matches!(m.body, Body::Error { code: ErrorCode::NotReady, .. }), "{m:?}");
+        // 2. An unknown quality gets an error with the request's id.
+        peer.send(Message {
+            id: None,
+            body: Body::HarvesterHandshake { pool_pubkeys: pool_keys() },
+        })
+        .await;
+        let id = peer.request(Body::RequestProofOfSpace { quality: [7; 32] }).await;
+        let m = peer.recv(t).await.expect("an answer");
+        assert_eq!(m.id, Some(id));
+        assert!(matches!(m.body, Body::Error { code: ErrorCode::UnknownQuality, .. }), "{m:?}");
+        // 3. A malformed frame (unknown message type): ProtocolViolation, then the close.
+        peer.send_raw(&[0, 0, 0, 6, 99, 0, 0, 0, 0, 0]).await;
+        let m = peer.recv(t).await.expect("the reason before the close");
+        assert!(matches!(m.body, Body::Error { code: ErrorCode::ProtocolViolation, .. }), "{m:?}");
+        assert!(peer.recv(t).await.is_none(), "the harvester closes the connection");
+
+        // 4. It dials again; an oversized frame is refused from its length prefix alone.
+        let mut peer = farmer.accept(t).await;
+        peer.send_raw(&(64u32 << 20).to_be_bytes()).await;
+        let m = peer.recv(t).await.expect("the reason before the close");
+        assert!(matches!(m.body, Body::Error { code: ErrorCode::ProtocolViolation, .. }), "{m:?}");
+        assert!(peer.recv(t).await.is_none());
+
+        // 5. A farmer that leaves mid-challenge: challenges sent, connection dropped at once.
+        let mut peer = farmer.accept(t).await;
+        peer.send(Message {
+            id: None,
+            body: Body::HarvesterHandshake { pool_pubkeys: pool_keys() },
+        })
+        .await;
+        for i in 1..=20 {
+            peer.send(Message {
+                id: None,
+                body: Body::NewChallenge { challenge_hash: challenge(i) },
+            })
+            .await;
+        }
+        drop(peer);
+
+        // 6. It comes back: the new connection is served completely and correctly.
+        let mut peer = farmer.accept(t).await;
+        peer.send(Message {
+            id: None,
+            body: Body::HarvesterHandshake { pool_pubkeys: pool_keys() },
+        })
+        .await;
+        let mut total = 0;
+        for i in 21..=30 {
+            let ch = challenge(i);
+            let want = expected_qualities(&ch);
+            peer.send(Message { id: None, body: Body::NewChallenge { challenge_hash: ch } }).await;
+            let mut got = BTreeSet::new();
+            while got.len() < want.len() {
+                let m = peer.recv(t).await.expect("responses");
+                match m.body {
+                    Body::ChallengeResponse { challenge_hash, quality, .. } => {
+                        assert_eq!(challenge_hash, ch);
+                        assert!(got.insert(quality), "quality announced twice");
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert_eq!(got, want, "qualities of challenge {i}");
+            total += got.len();
+        }
+        assert!(total > 0, "no quality in 10 challenges: the check would be empty");
+        drop(harvester);
+    });
+}

@@ -1,0 +1,348 @@
+#![allow(dead_code, unreachable_pub)] // each test file uses a part; pub for the test files
+//! Shared by the end-to-end and fault tests: the real `harvester run` daemon and the real `farmer-sim` (or a scripted farmer
+//! in this test) over loopback mutual TLS, with the fixture plots (`scripts/make-fixtures.sh`).
+//!
+//! The harvester binary is taken from the same target folder as `farmer-sim`; `cargo test
+//! --workspace` (the README's test command) builds both.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use plot_format::{Goal, Mode};
+use protocol::{Body, FrameDecoder, Limits, Message};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("HARVESTER_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or(repo().join("fixtures"));
+    assert!(dir.join("manifest.json").exists(), "run scripts/make-fixtures.sh");
+    dir
+}
+
+pub fn farmer_sim() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_farmer-sim"))
+}
+
+pub fn harvester_bin() -> PathBuf {
+    let bin = farmer_sim().with_file_name("harvester");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p harvester` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("harvester-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed on drop (also when a test fails).
+pub struct Proc {
+    pub name: &'static str,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &'static str, cmd: &mut Command, log: PathBuf) -> Proc {
+        let file = std::fs::File::create(&log).expect("log file");
+        let err = file.try_clone().expect("log file");
+        let child = cmd.stdout(file).stderr(err).spawn().unwrap_or_else(|e| panic!("{name}: {e}"));
+        Proc { name, child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{} did not finish in {timeout:?}; log:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.wait(timeout)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn make_certs(dir: &Path) {
+    let out = Command::new(harvester_bin())
+        .args(["certs", "--dir"])
+        .arg(dir)
+        .output()
+        .expect("harvester certs runs");
+    assert!(out.status.success(), "harvester certs: {}", String::from_utf8_lossy(&out.stderr));
+    for f in ["ca.crt", "farmer.crt", "farmer.key", "harvester.crt", "harvester.key"] {
+        assert!(dir.join(f).exists(), "harvester certs wrote no {f}");
+    }
+}
+
+/// Writes a daemon configuration and returns its path.
+pub fn write_config(
+    dir: &Path,
+    name: &str,
+    farmer_port: u16,
+    metrics_port: Option<u16>,
+    certs: &Path,
+    folders: &[PathBuf],
+    with_keys_file: bool,
+) -> PathBuf {
+    let folders: Vec<String> =
+        folders.iter().map(|f| format!("{:?}", f.display().to_string())).collect();
+    let keys = if with_keys_file {
+        format!("keys_file = {:?}\n", fixtures().join("keys.toml").display().to_string())
+    } else {
+        String::new()
+    };
+    let metrics = metrics_port.map(|p| format!("127.0.0.1:{p}")).unwrap_or_default();
+    let text = format!(
+        r#"[farmer]
+address = "127.0.0.1:{farmer_port}"
+reconnect_initial_seconds = 0.1
+reconnect_max_seconds = 0.5
+
+[tls]
+ca_cert = {ca:?}
+cert = {cert:?}
+key = {key:?}
+
+[plots]
+folders = [{folders}]
+{keys}refresh_interval_seconds = 2
+
+[engine]
+backend = "uring"
+direct_io = false
+
+[metrics]
+listen = "{metrics}"
+
+[log]
+level = "info"
+"#,
+        ca = certs.join("ca.crt").display().to_string(),
+        cert = certs.join("harvester.crt").display().to_string(),
+        key = certs.join("harvester.key").display().to_string(),
+        folders = folders.join(", "),
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+pub fn start_harvester(dir: &Path, name: &'static str, config: &Path) -> Proc {
+    let mut cmd = Command::new(harvester_bin());
+    cmd.args(["run", "--config"]).arg(config).env("RUST_LOG", "info").stdin(Stdio::null());
+    Proc::spawn(name, &mut cmd, dir.join(format!("{name}.log")))
+}
+
+pub fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("send");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+pub fn report(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("farmer-sim report")).expect("json")
+}
+
+pub fn count(v: &Value, pointer: &str) -> u64 {
+    v.pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("report has no {pointer}: {v}"))
+}
+
+/// The fixture plots a farmer with the fixture pool key selects: pool-public-key memo plots and
+/// the keys-file plot; pool-contract plots are not selected.
+pub fn selected_fixture_plots() -> Vec<PathBuf> {
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    manifest["plots"]
+        .as_array()
+        .expect("plots")
+        .iter()
+        .filter(|p| p["id_matches_memo"].as_bool() == Some(true))
+        .filter(|p| matches!(p["memo_kind"].as_str(), Some("pool_public_key" | "keys_file")))
+        .map(|p| fixtures().join(p["path"].as_str().expect("path")))
+        .collect()
+}
+
+pub fn plot_folders() -> Vec<PathBuf> {
+    vec![fixtures().join("plots"), fixtures().join("keysfile")]
+}
+
+/// A scripted farmer: accepts the harvester's TLS connection and speaks frames by hand.
+pub struct ScriptedFarmer {
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+pub struct Peer {
+    pub stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    decoder: FrameDecoder,
+    next_id: u16,
+    pending: std::collections::VecDeque<Message>,
+}
+
+impl ScriptedFarmer {
+    pub async fn bind(certs: &Path) -> ScriptedFarmer {
+        let config = harvester::tls::server_config(
+            &certs.join("ca.crt"),
+            &certs.join("farmer.crt"),
+            &certs.join("farmer.key"),
+        )
+        .expect("server config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        ScriptedFarmer { listener, acceptor: tokio_rustls::TlsAcceptor::from(config) }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().expect("addr").port()
+    }
+
+    pub async fn accept(&self, timeout: Duration) -> Peer {
+        let (tcp, _) = tokio::time::timeout(timeout, self.listener.accept())
+            .await
+            .expect("the harvester connects in time")
+            .expect("accept");
+        let stream = self.acceptor.accept(tcp).await.expect("TLS handshake with the harvester");
+        Peer {
+            stream,
+            decoder: FrameDecoder::new(Limits::default()),
+            next_id: 1,
+            pending: Default::default(),
+        }
+    }
+}
+
+impl Peer {
+    pub async fn send(&mut self, message: Message) {
+        let mut frame = Vec::new();
+        message.encode(&mut frame);
+        self.send_raw(&frame).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+        self.stream.flush().await.expect("flush");
+    }
+
+    pub async fn request(&mut self, body: Body) -> u16 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(Message { id: Some(id), body }).await;
+        id
+    }
+
+    /// The next message, or None on end of stream or timeout.
+    pub async fn recv(&mut self, timeout: Duration) -> Option<Message> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(m) = self.pending.pop_front() {
+                return Some(m);
+            }
+            let n =
+                tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await.ok()?.ok()?;
+            if n == 0 {
+                return None;
+            }
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let used = self.decoder.feed(rest);
+                rest = &rest[used..];
+                while let Some(m) =
+                    self.decoder.next_message().expect("the harvester's frames are valid")
+                {
+                    self.pending.push_back(m);
+                }
+            }
+        }
+    }
+}
+
+pub fn pool_keys() -> Vec<[u8; 48]> {
+    let keys: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("farmer-keys.json")).expect("farmer keys"),
+    )
+    .expect("json");
+    keys["pool_public_keys"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|k| hex::decode(k.as_str().expect("hex")).expect("hex").try_into().expect("48 bytes"))
+        .collect()
+}
+
+/// Qualities of `challenge` in the selected fixture plots, by the plain decoder.
+pub fn expected_qualities(challenge: &[u8; 32]) -> BTreeSet<[u8; 32]> {
+    let mut set = BTreeSet::new();
+    for path in selected_fixture_plots() {
+        let (file, plot) = shard::open_plot(&path).expect("fixture opens");
+        let found = shard::lookup_file(&file, &plot, challenge, Goal::Qualities, Mode::Complete)
+            .expect("read")
+            .expect("lookup");
+        set.extend(found.iter().map(|f| f.quality));
+    }
+    set
+}
+
+pub fn challenge(i: u32) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(format!("e2e-{i}")).into()
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 use protocol::{Body, ErrorCode, Message};
 use serde_json::Value;
 use support::*;
+use tokio::io::AsyncReadExt;
 
 #[test]
 fn farmer_sim_gets_valid_answers_to_all_nine_messages_for_both_key_kinds() {
@@ -211,5 +212,59 @@ fn bad_frames_close_one_connection_and_the_harvester_keeps_serving() {
         }
         assert!(total > 0, "no quality in 10 challenges: the check would be empty");
         drop(harvester);
+    });
+}
+
+/// Waits until `proc`'s log contains `needle` (or panics with the log after `timeout`).
+fn wait_for_log(proc: &Proc, needle: &str, timeout: Duration) {
+    let start = std::time::Instant::now();
+    while !proc.log().contains(needle) {
+        assert!(start.elapsed() < timeout, "no {needle:?} in {}'s log:\n{}", proc.name, proc.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn peers_with_certificates_from_another_ca_are_refused_both_ways() {
+    let tmp = TempDir::new("foreign");
+    let (ours, theirs) = (tmp.0.join("ours"), tmp.0.join("theirs"));
+    make_certs(&ours);
+    make_certs(&theirs);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let t = Duration::from_secs(30);
+        // A harvester with a foreign certificate: our farmer refuses its handshake.
+        let farmer = ScriptedFarmer::bind(&ours).await;
+        let config =
+            write_config(&tmp.0, "foreign", farmer.port(), None, &theirs, &plot_folders(), true);
+        let harvester = start_harvester(&tmp.0, "harvester-foreign", &config);
+        for _ in 0..2 {
+            let (tcp, _) = tokio::time::timeout(t, farmer.listener.accept())
+                .await
+                .expect("the harvester dials")
+                .expect("accept");
+            let refused = farmer.acceptor.accept(tcp).await;
+            assert!(refused.is_err(), "a harvester with a foreign certificate got in");
+        }
+        // It keeps retrying with backoff and says why it cannot connect.
+        wait_for_log(&harvester, "cannot connect", t);
+        drop(harvester);
+
+        // A farmer with a foreign certificate: our harvester refuses it.
+        let impostor = ScriptedFarmer::bind(&theirs).await;
+        let config =
+            write_config(&tmp.0, "ours", impostor.port(), None, &ours, &plot_folders(), true);
+        let harvester = start_harvester(&tmp.0, "harvester-ours", &config);
+        let (tcp, _) = tokio::time::timeout(t, impostor.listener.accept())
+            .await
+            .expect("the harvester dials")
+            .expect("accept");
+        // The server side may complete its half; the harvester must not accept the farmer.
+        if let Ok(mut stream) = impostor.acceptor.accept(tcp).await {
+            let mut buf = [0u8; 64];
+            let n = tokio::time::timeout(t, stream.read(&mut buf)).await.expect("closed in time");
+            assert!(matches!(n, Ok(0) | Err(_)), "the harvester talked to an impostor: {n:?}");
+        }
+        wait_for_log(&harvester, "TLS handshake failed", t);
     });
 }

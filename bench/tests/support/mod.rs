@@ -228,8 +228,8 @@ pub fn plot_folders() -> Vec<PathBuf> {
 
 /// A scripted farmer: accepts the harvester's TLS connection and speaks frames by hand.
 pub struct ScriptedFarmer {
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    pub listener: tokio::net::TcpListener,
+    pub acceptor: tokio_rustls::TlsAcceptor,
 }
 
 pub struct Peer {

@@ -439,7 +439,7 @@ impl Connection {
         match event {
             EngineEvent::Found { tag, plot, found } => self.on_found(tag, plot, found).await,
             EngineEvent::Failed { tag, plot, error } => self.on_failed(tag, plot, error).await,
-            EngineEvent::Done { tag, status } => self.on_done(tag, status).await,
+            EngineEvent::Done { tag, disk, status } => self.on_done(tag, &disk, status).await,
         }
     }
 
@@ -580,17 +580,22 @@ impl Connection {
         Ok(())
     }
 
-    async fn on_done(&mut self, tag: u64, status: JobStatus) -> Result<(), ConnectionEnd> {
+    async fn on_done(
+        &mut self,
+        tag: u64,
+        disk: &str,
+        status: JobStatus,
+    ) -> Result<(), ConnectionEnd> {
         let Some(job) = self.jobs.get_mut(&tag) else { return Ok(()) };
         match job {
             JobKind::Challenge { challenge, started, jobs_left, .. } => {
                 if let JobStatus::TimedOut { unanswered } = &status {
                     self.shared.metrics.lookups_timed_out_total.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(peer = %self.peer, challenge = %hex::encode(*challenge), unanswered,
-                        "lookup deadline passed on a disk; answered with what arrived");
+                    tracing::warn!(peer = %self.peer, disk, challenge = %hex::encode(*challenge), unanswered,
+                        "lookup deadline passed on this disk; answered with what arrived");
                 }
                 if let JobStatus::Rejected { reason } = &status {
-                    tracing::warn!(peer = %self.peer, challenge = %hex::encode(*challenge), "lookup rejected: {reason}");
+                    tracing::warn!(peer = %self.peer, disk, challenge = %hex::encode(*challenge), "lookup rejected: {reason}");
                 }
                 *jobs_left -= 1;
                 if *jobs_left == 0 {
@@ -607,24 +612,31 @@ impl Connection {
                 if answered {
                     return Ok(());
                 }
+                let path = self
+                    .registry()
+                    .plots
+                    .get(&plot)
+                    .map(|i| i.path.display().to_string())
+                    .unwrap_or_else(|| format!("#{}", plot.0));
                 let (code, text) = match status {
                     JobStatus::TimedOut { .. } => {
                         self.shared.metrics.lookups_timed_out_total.fetch_add(1, Ordering::Relaxed);
                         (
                             ErrorCode::TimedOut,
-                            "the proof's disk did not answer before the deadline".to_string(),
+                            format!("plot {path}: disk {disk} did not answer before the deadline"),
                         )
                     }
-                    JobStatus::Rejected { reason } => {
-                        (ErrorCode::LookupFailed, format!("the disk refused the job: {reason}"))
-                    }
-                    JobStatus::Complete => (
+                    JobStatus::Rejected { reason } => (
                         ErrorCode::LookupFailed,
-                        format!("plot #{}: the entry was not found", plot.0),
+                        format!("plot {path}: disk {disk} refused the job: {reason}"),
                     ),
+                    JobStatus::Complete => {
+                        (ErrorCode::LookupFailed, format!("plot {path}: the entry was not found"))
+                    }
                 };
                 self.shared.metrics.proof_errors_total.fetch_add(1, Ordering::Relaxed);
                 self.shared.metrics.record_proof_request(started.elapsed());
+                tracing::warn!(peer = %self.peer, disk, plot = %path, "proof request failed: {text}");
                 self.send_error(id, code, text).await?;
             }
         }

@@ -46,9 +46,10 @@ pub enum EngineEvent {
         plot: PlotKey,
         error: String,
     },
-    /// The last event of the job.
+    /// The last event of the job; `disk` names the shard that ran it.
     Done {
         tag: u64,
+        disk: String,
         status: JobStatus,
     },
 }
@@ -263,6 +264,7 @@ impl Engine {
         let Some(commands) = commands else {
             let _ = sink.try_send(EngineEvent::Done {
                 tag,
+                disk: disk.to_string(),
                 status: JobStatus::Rejected { reason: "no shard for this disk" },
             });
             return;
@@ -275,7 +277,11 @@ impl Engine {
             Err(TrySendError::Disconnected(_)) => "the disk's shard has stopped",
         };
         lock(&self.routes).remove(&id);
-        let _ = sink.try_send(EngineEvent::Done { tag, status: JobStatus::Rejected { reason } });
+        let _ = sink.try_send(EngineEvent::Done {
+            tag,
+            disk: disk.to_string(),
+            status: JobStatus::Rejected { reason },
+        });
     }
 
     /// Looks `challenge` up in `plots` (grouped by disk): one job per disk, so each disk's
@@ -383,7 +389,8 @@ fn forward(
         Event::JobDone { job, status } => {
             let route = lock(routes).remove(&job);
             if let Some(r) = route {
-                let _ = r.sink.blocking_send(EngineEvent::Done { tag: r.tag, status });
+                let done = EngineEvent::Done { tag: r.tag, disk: disk.to_string(), status };
+                let _ = r.sink.blocking_send(done);
             }
             return;
         }

@@ -191,6 +191,8 @@ pub struct ProtocolConfig {
     pub quality_ttl_seconds: f64,
     /// Signatures computed at once per connection.
     pub signatures_in_flight_max: usize,
+    /// A frame that has started arriving must be complete within this long.
+    pub frame_read_timeout_seconds: f64,
 }
 
 impl Default for ProtocolConfig {
@@ -203,6 +205,7 @@ impl Default for ProtocolConfig {
             qualities_max: 1 << 20,
             quality_ttl_seconds: 600.0,
             signatures_in_flight_max: 256,
+            frame_read_timeout_seconds: 30.0,
         }
     }
 }
@@ -284,7 +287,8 @@ impl Config {
             key,
             message,
         };
-        let secs: [(&'static str, f64); 9] = [
+        let secs: [(&'static str, f64); 10] = [
+            ("protocol.frame_read_timeout_seconds", self.protocol.frame_read_timeout_seconds),
             ("farmer.reconnect_initial_seconds", self.farmer.reconnect_initial_seconds),
             ("farmer.reconnect_max_seconds", self.farmer.reconnect_max_seconds),
             ("farmer.connect_timeout_seconds", self.farmer.connect_timeout_seconds),

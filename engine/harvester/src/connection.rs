@@ -30,8 +30,8 @@ use crate::telemetry::DaemonMetrics;
 const FRAMES_QUEUED_MAX: usize = 4096;
 /// Bytes read from the socket at once.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
-/// How often expired qualities are dropped.
-const EXPIRE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often expired qualities are dropped and a stalled frame is looked for.
+const EXPIRE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What every connection shares with the daemon.
 pub struct Shared {
@@ -164,6 +164,9 @@ where
     let mut decoder = FrameDecoder::new(limits);
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     let mut expire = tokio::time::interval(EXPIRE_INTERVAL);
+    let frame_timeout = seconds(shared.config.protocol.frame_read_timeout_seconds);
+    // When the frame now in the decoder started arriving (None: no partial frame).
+    let mut partial_since: Option<Instant> = None;
     let signatures_max = shared.config.protocol.signatures_in_flight_max;
     let end = loop {
         tokio::select! {
@@ -176,6 +179,11 @@ where
                 if let Err(end) = conn.on_bytes(&mut decoder, &buf[..n]).await {
                     break end;
                 }
+                partial_since = match (decoder.buffered_bytes(), partial_since) {
+                    (0, _) => None,
+                    (_, Some(t)) => Some(t),
+                    (_, None) => Some(Instant::now()),
+                };
             }
             Some(event) = events.recv() => {
                 if let Err(end) = conn.on_engine(event).await {
@@ -191,6 +199,18 @@ where
             _ = expire.tick() => {
                 let now = conn.now();
                 conn.session.expire(now);
+                if partial_since.is_some_and(|t| t.elapsed() > frame_timeout) {
+                    // A peer trickling a frame byte by byte holds a buffer and a connection.
+                    let reason = format!(
+                        "a frame stayed incomplete for more than {frame_timeout:?} ({} bytes)",
+                        decoder.buffered_bytes()
+                    );
+                    shared.metrics.frames_rejected_total.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer = %conn.peer, "closing the connection: {reason}");
+                    let reply = Message::error(None, ErrorCode::ProtocolViolation, reason.clone());
+                    let _ = conn.send(reply).await;
+                    break ConnectionEnd::Violation(reason);
+                }
             }
             _ = shutdown.changed() => break ConnectionEnd::Shutdown,
             _ = &mut writer => break ConnectionEnd::Write("writer ended".into()),

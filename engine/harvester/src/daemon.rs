@@ -308,6 +308,13 @@ async fn connect(
     let attempt = async {
         let tcp = TcpStream::connect(&config.farmer.address).await.map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
+        // A farmer host that disappears without closing is noticed in about a minute.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(30))
+            .with_interval(Duration::from_secs(10));
+        if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive) {
+            tracing::warn!("cannot set TCP keepalive: {e}");
+        }
         let Some(connector) = tls else { return Ok(Box::new(tcp) as Box<dyn Stream>) };
         let name = ServerName::try_from(config.farmer.server_name.clone())
             .map_err(|e| format!("farmer.server_name {:?}: {e}", config.farmer.server_name))?;

@@ -209,6 +209,18 @@ struct Waiter {
     index: usize,
 }
 
+/// Reads are widened to whole blocks of this size (the largest logical block size of disks
+/// in use), so that lookups wanting different bytes of one block share one read.
+const COALESCE_BLOCK_BYTES: u64 = 4096;
+
+/// The block-aligned range around `offset..offset + len`, clipped to the file's end.
+fn block_range(offset: u64, len: u32, file_len: u64) -> (u64, u64) {
+    let start = offset / COALESCE_BLOCK_BYTES * COALESCE_BLOCK_BYTES;
+    let want_end = offset.saturating_add(u64::from(len));
+    let end = want_end.div_ceil(COALESCE_BLOCK_BYTES).saturating_mul(COALESCE_BLOCK_BYTES);
+    (start, end.min(file_len.max(want_end)))
+}
+
 /// A shard running on its own thread.
 pub struct ShardHandle {
     pub name: String,
@@ -232,8 +244,8 @@ pub struct Shard<B: Backend, C: Clock> {
     generation: u64,
     /// Reads in the backend, by tag.
     in_flight: HashMap<u64, InFlight>,
-    /// The tag of the read in flight for identical bytes (coalescing).
-    by_request: HashMap<(FileId, u64, u32), u64>,
+    /// The tag of the read in flight that starts at this block of this file (coalescing).
+    by_block: HashMap<(FileId, u64), u64>,
     next_tag: u64,
     /// Lookup reads waiting for room in the backend.
     unsent: VecDeque<Waiter>,
@@ -270,7 +282,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             free_slots: Vec::new(),
             generation: 0,
             in_flight: HashMap::new(),
-            by_request: HashMap::new(),
+            by_block: HashMap::new(),
             next_tag: 1,
             unsent: VecDeque::new(),
             completions: Vec::new(),
@@ -563,13 +575,18 @@ impl<B: Backend, C: Clock> Shard<B, C> {
     fn send_reads(&mut self) {
         let now = self.clock.now();
         while let Some(w) = self.unsent.front().copied() {
-            let Some((file, request)) = self.waiter_request(w) else {
+            let Some((file, request, file_len)) = self.waiter_request(w) else {
                 self.unsent.pop_front();
                 continue;
             };
-            let key = (file, request.offset, request.len);
-            if let Some(tag) = self.by_request.get(&key) {
-                if let Some(f) = self.in_flight.get_mut(tag) {
+            // Whole blocks: lookups that want different bytes of one block share one read
+            // (with O_DIRECT the device reads whole blocks anyway).
+            let (start, end) = block_range(request.offset, request.len, file_len);
+            if let Some(f) =
+                self.by_block.get(&(file, start)).and_then(|t| self.in_flight.get_mut(t))
+            {
+                let (_, f_start, f_len) = f.request;
+                if f_start == start && end <= f_start + u64::from(f_len) {
                     f.waiters.push(w);
                     self.snapshot.counters.reads_coalesced += 1;
                     self.unsent.pop_front();
@@ -577,26 +594,32 @@ impl<B: Backend, C: Clock> Shard<B, C> {
                 }
             }
             let tag = self.next_tag;
-            let op = ReadOp { tag, file, offset: request.offset, len: request.len };
+            // `end - start` is at most a read plus two blocks: far below u32::MAX.
+            let len = u32::try_from(end - start).unwrap_or(u32::MAX);
+            let op = ReadOp { tag, file, offset: start, len };
             if self.backend.push(op).is_err() {
                 break; // at reads_in_flight_max; retried next tick
             }
             self.next_tag += 1;
             self.unsent.pop_front();
             self.snapshot.counters.reads += 1;
-            self.by_request.insert(key, tag);
-            self.in_flight.insert(tag, InFlight { request: key, waiters: vec![w], pushed: now });
+            self.by_block.insert((file, start), tag);
+            self.in_flight.insert(
+                tag,
+                InFlight { request: (file, start, len), waiters: vec![w], pushed: now },
+            );
         }
     }
 
     /// The read a waiter stands for, if its lookup still wants it.
-    fn waiter_request(&self, w: Waiter) -> Option<(FileId, ReadRequest)> {
+    fn waiter_request(&self, w: Waiter) -> Option<(FileId, ReadRequest, u64)> {
         let a = self.active.get(w.slot)?.as_ref()?;
         if a.generation != w.generation || a.lookup.round() != w.round {
             return None;
         }
         let request = *a.lookup.reads().get(w.index)?;
-        Some((self.plots.get(&a.plot)?.file, request))
+        let slot = self.plots.get(&a.plot)?;
+        Some((slot.file, request, slot.plot.tables().file_len))
     }
 
     fn reap(&mut self) {
@@ -614,8 +637,9 @@ impl<B: Backend, C: Clock> Shard<B, C> {
                 }
                 continue;
             };
-            if self.by_request.get(&read.request) == Some(&c.tag) {
-                self.by_request.remove(&read.request);
+            let (file, start, _) = read.request;
+            if self.by_block.get(&(file, start)) == Some(&c.tag) {
+                self.by_block.remove(&(file, start));
             }
             Histograms::record(
                 &mut self.snapshot.histograms.read_latency_us,
@@ -625,7 +649,17 @@ impl<B: Backend, C: Clock> Shard<B, C> {
                 Ok(buf) => {
                     self.snapshot.counters.read_bytes += buf.len() as u64;
                     for w in read.waiters {
-                        self.supply(w, Ok(buf.bytes()));
+                        // Each waiter gets its own bytes out of the block range.
+                        let Some((_, r, _)) = self.waiter_request(w) else {
+                            self.snapshot.counters.reads_late += 1;
+                            continue;
+                        };
+                        let bytes = buf.bytes();
+                        let lo = usize::try_from(r.offset.saturating_sub(start))
+                            .unwrap_or(usize::MAX)
+                            .min(bytes.len());
+                        let hi = lo.saturating_add(r.len as usize).min(bytes.len());
+                        self.supply(w, Ok(&bytes[lo..hi]));
                     }
                     self.backend.recycle(buf);
                 }
@@ -779,7 +813,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         if stuck {
             // Reads that outlived a deadline stay owned by the backend until they complete,
             // but no new lookup may wait on them.
-            self.by_request.clear();
+            self.by_block.clear();
         }
         // Degraded means stuck, not slow: a read has been in the kernel for `read_stuck_after`.
         // Checked on every tick, so a stuck disk is noticed with or without a job expiring.
@@ -877,4 +911,22 @@ fn is_corruption(e: &PlotError) -> bool {
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::block_range;
+
+    #[test]
+    fn block_ranges_cover_the_read_and_stop_at_the_file_end() {
+        assert_eq!(block_range(0, 10, 1 << 20), (0, 4096));
+        assert_eq!(block_range(4095, 2, 1 << 20), (0, 8192));
+        assert_eq!(block_range(5000, 4096, 1 << 20), (4096, 12288));
+        // Two different reads of one block get the same range: one read serves both.
+        assert_eq!(block_range(100, 50, 1 << 20), block_range(3000, 1000, 1 << 20));
+        // Clipped at the end of the file, never below the read itself.
+        assert_eq!(block_range(9000, 100, 9500), (8192, 9500));
+        assert_eq!(block_range(9000, 100, 9050), (8192, 9100));
+        assert_eq!(block_range(u64::MAX - 10, 5, u64::MAX), (u64::MAX / 4096 * 4096, u64::MAX));
+    }
 }

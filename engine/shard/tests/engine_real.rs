@@ -44,7 +44,7 @@ fn run_engine<B, F>(
     direct_io: DirectIo,
     jobs: Vec<Work>,
     plots: &[PathBuf],
-) -> Vec<BTreeMap<u64, Vec<Found>>>
+) -> (Vec<BTreeMap<u64, Vec<Found>>>, shard::Counters)
 where
     B: Backend + 'static,
     F: FnOnce() -> std::io::Result<B> + Send + 'static,
@@ -88,7 +88,7 @@ where
     }
     drop(handle.commands);
     handle.thread.join().expect("shard thread");
-    results
+    (results, handle.metrics.snapshot().counters)
 }
 
 fn check_backend<B, F>(make: F, direct_io: DirectIo)
@@ -131,7 +131,11 @@ where
             }
         }
     }
-    let got = run_engine(make, direct_io, jobs, &plots);
+    let (got, counters) = run_engine(make, direct_io, jobs, &plots);
+    // Lookups running together read bytes of the same blocks (C1/C3/P7 neighbours, adjacent
+    // parks of a proof walk): those reads are shared, and the answers stay exact.
+    eprintln!("reads {} shared {}", counters.reads, counters.reads_coalesced);
+    assert!(counters.reads_coalesced > 0, "no read shared: {counters:?}");
     assert_eq!(got.len(), expected.len());
     for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
         assert_eq!(g, e, "job {i}");

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The protocol layer's cost, in one run on the same plots: the engine alone (loadgen: challenge
-# in -> last result out of the shards) against the whole path (farmer-sim -> TLS -> daemon ->
+# in -> last result out of the shards, paced like the farmer) against the whole path (farmer-sim -> TLS -> daemon ->
 # engine -> TLS -> farmer-sim: challenge sent -> last ChallengeResponse received).
-#   1. one challenge at a time (a paced rate): per-challenge latency p50/p99;
+#   1. challenges at a paced rate (both sides open loop): per-challenge latency p50/p99;
 #   2. a burst of every challenge at once: time until the last answer.
 # The farmer asks for no proofs (thresholds 0), so both sides do the same lookups.
 # Usage: scripts/bench-protocol.sh [--copies N] [--challenges M] [--rate R] [--out DIR]
@@ -39,11 +39,13 @@ cat /proc/loadavg >"$out/loadavg-before"
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# $1 = phase name, $2 = farmer-sim rate, $3 = loadgen concurrency
+# $1 = phase name, $2 = rate (0: all at once), $3 = loadgen concurrency
 phase() {
   local name=$1 frate=$2 concurrency=$3
+  local pace=()
+  [[ $frate != 0 ]] && pace=(--rate "$frate")
   "$bin/loadgen" --plots "$out/plots" --challenges "$challenges" --concurrency "$concurrency" \
-    --cache warm --mode complete --json "$out/$name-engine.json" >"$out/$name-engine.txt"
+    "${pace[@]}" --cache warm --mode complete --json "$out/$name-engine.json" >"$out/$name-engine.txt"
   local fport
   fport=$(port)
   cat >"$out/$name.toml" <<EOF
@@ -77,7 +79,7 @@ EOF
   kill -TERM "$hpid"; wait "$hpid"
 }
 
-phase paced "$rate" 1
+phase paced "$rate" 64
 phase burst 0 "$challenges"
 
 python3 - "$out" "$plots" "$challenges" "$rate" <<'EOF'

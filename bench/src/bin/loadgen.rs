@@ -3,9 +3,10 @@
 //!
 //! loadgen --plots DIR... [--copies N] [--challenges M] [--reads-in-flight Q]
 //!         [--cache warm|cold] [--mode chiapos|complete] [--proofs] [--concurrency C]
-//!         [--deadline-ms D] [--blkio-cgroup-prefix PREFIX] [--json FILE]
+//!         [--deadline-ms D] [--blkio-cgroup-prefix PREFIX] [--rate PER_SEC] [--json FILE]
 //!
-//! `--copies N` serves every plot N times (under distinct keys, the same file), so 10,000
+//! `--rate R` paces the challenges (challenge i no earlier than i / R s after the start; still
+//! at most `--concurrency` in flight), to compare with a paced farmer. `--copies N` serves every plot N times (under distinct keys, the same file), so 10,000
 //! plots fit on a small machine. `--cache cold` uses O_DIRECT (the page cache is bypassed);
 //! `warm` uses buffered reads after reading every file once. `--deadline-ms` is every
 //! challenge job's budget (default 30,000). With `--blkio-cgroup-prefix PREFIX`, each shard
@@ -34,6 +35,8 @@ struct Args {
     concurrency: usize,
     deadline: Duration,
     blkio_cgroup_prefix: Option<String>,
+    /// Challenges per second (open loop); `None`: as fast as `concurrency` allows.
+    rate: Option<f64>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -49,6 +52,7 @@ fn parse() -> Result<Args, String> {
         concurrency: 4,
         deadline: Duration::from_secs(30),
         blkio_cgroup_prefix: None,
+        rate: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -77,11 +81,18 @@ fn parse() -> Result<Args, String> {
                 a.deadline = Duration::from_millis(ms)
             }
             "--blkio-cgroup-prefix" => a.blkio_cgroup_prefix = Some(value()?),
+            "--rate" => {
+                let r: f64 = value()?.parse().map_err(|e| format!("--rate: {e}"))?;
+                if !(r.is_finite() && r > 0.0) {
+                    return Err("--rate: challenges per second, > 0".into());
+                }
+                a.rate = Some(r)
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
     if a.plots.is_empty() {
-        return Err("usage: loadgen --plots DIR... [--copies N] [--challenges M] [--reads-in-flight Q] [--cache warm|cold] [--mode chiapos|complete] [--proofs] [--concurrency C] [--deadline-ms D] [--blkio-cgroup-prefix PREFIX] [--json FILE]".into());
+        return Err("usage: loadgen --plots DIR... [--copies N] [--challenges M] [--reads-in-flight Q] [--cache warm|cold] [--mode chiapos|complete] [--proofs] [--concurrency C] [--deadline-ms D] [--blkio-cgroup-prefix PREFIX] [--rate PER_SEC] [--json FILE]".into());
     }
     Ok(a)
 }
@@ -245,7 +256,12 @@ fn main() {
     let deadline = args.deadline;
     let sel = crossbeam_channel_select(&shards);
     while next < challenges.len() || !in_flight.is_empty() {
-        while next < challenges.len() && in_flight.len() < args.concurrency {
+        // With --rate, challenge i is sent no earlier than i / rate seconds after the start.
+        let due = |i: usize| args.rate.map(|r| started + Duration::from_secs_f64(i as f64 / r));
+        while next < challenges.len()
+            && in_flight.len() < args.concurrency
+            && due(next).is_none_or(|t| Instant::now() >= t)
+        {
             let id = next as u64;
             let work = Work::Qualities {
                 challenge: challenges[next],
@@ -261,7 +277,18 @@ fn main() {
             in_flight.insert(id, (Instant::now(), shards.len()));
             next += 1;
         }
-        let (_, event) = sel(&shards);
+        let wake = if next < challenges.len() && in_flight.len() < args.concurrency {
+            due(next)
+        } else {
+            None
+        };
+        if in_flight.is_empty() {
+            if let Some(t) = wake {
+                std::thread::sleep(t.saturating_duration_since(Instant::now()));
+            }
+            continue;
+        }
+        let Some((_, event)) = sel(&shards, wake) else { continue };
         match event {
             Event::Found { found, .. } => {
                 qualities += found.len() as u64;
@@ -356,17 +383,21 @@ fn main() {
 }
 
 /// Waits for the next event of any shard.
+/// Waits for the next event of any shard, until `until` at the latest (then `None`).
 fn crossbeam_channel_select(
     _: &[shard::ShardHandle],
-) -> impl Fn(&[shard::ShardHandle]) -> (usize, Event) {
-    |shards: &[shard::ShardHandle]| {
+) -> impl Fn(&[shard::ShardHandle], Option<Instant>) -> Option<(usize, Event)> {
+    |shards: &[shard::ShardHandle], until: Option<Instant>| {
         let mut sel = crossbeam_channel::Select::new();
         for s in shards {
             sel.recv(&s.events);
         }
-        let op = sel.select();
+        let op = match until {
+            Some(t) => sel.select_deadline(t).ok()?,
+            None => sel.select(),
+        };
         let i = op.index();
         let event = op.recv(&shards[i].events).expect("shard alive");
-        (i, event)
+        Some((i, event))
     }
 }

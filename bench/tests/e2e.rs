@@ -268,3 +268,57 @@ fn peers_with_certificates_from_another_ca_are_refused_both_ways() {
         wait_for_log(&harvester, "TLS handshake failed", t);
     });
 }
+
+#[test]
+fn a_later_handshake_reselects_plots_without_a_restart() {
+    let tmp = TempDir::new("reselect");
+    let certs = tmp.0.join("certs");
+    make_certs(&certs);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let farmer = ScriptedFarmer::bind(&certs).await;
+        let config = write_config(&tmp.0, "h", farmer.port(), None, &certs, &plot_folders(), true);
+        let harvester = start_harvester(&tmp.0, "harvester", &config);
+        let t = Duration::from_secs(30);
+        let mut peer = farmer.accept(t).await;
+        // A pool key none of the plots has: nothing is selected, no challenge is answered.
+        let stranger = plot_format::keys::key_gen(&[9u8; 32]).expect("key").public_key();
+        peer.send(Message {
+            id: None,
+            body: Body::HarvesterHandshake { pool_pubkeys: vec![stranger] },
+        })
+        .await;
+        let mut asked = 0;
+        for i in 100..110 {
+            let ch = challenge(i);
+            asked += expected_qualities(&ch).len();
+            peer.send(Message { id: None, body: Body::NewChallenge { challenge_hash: ch } }).await;
+        }
+        assert!(asked > 0, "the fixture plots have qualities for these challenges");
+        if let Some(m) = peer.recv(Duration::from_secs(2)).await {
+            panic!("nothing is selected, yet the harvester sent {m:?}");
+        }
+        // The farmer's real pool keys, on the same connection: now the plots answer.
+        peer.send(Message {
+            id: None,
+            body: Body::HarvesterHandshake { pool_pubkeys: pool_keys() },
+        })
+        .await;
+        let ch = challenge(200);
+        let want = expected_qualities(&ch);
+        assert!(!want.is_empty(), "pick a challenge with qualities");
+        peer.send(Message { id: None, body: Body::NewChallenge { challenge_hash: ch } }).await;
+        let mut got = BTreeSet::new();
+        while got.len() < want.len() {
+            match peer.recv(t).await.expect("responses after the re-handshake").body {
+                Body::ChallengeResponse { challenge_hash, quality, .. } => {
+                    assert_eq!(challenge_hash, ch);
+                    got.insert(quality);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got, want);
+        drop(harvester);
+    });
+}

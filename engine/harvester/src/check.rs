@@ -13,6 +13,7 @@ use plot_format::{Goal, HeaderKind, Mode};
 use sha2::{Digest, Sha256};
 
 use crate::plot_file::{discover, PlotFile};
+use harvester::plots::{KeysFileEntries, KeysFileEntry};
 
 /// The result of checking one plot: a report, and whether the plot is bad.
 struct Report {
@@ -25,7 +26,12 @@ pub(crate) fn run(
     challenges: u32,
     mode: Mode,
     threads: Option<usize>,
+    keys_file: Option<&Path>,
 ) -> Result<ExitCode, String> {
+    let keys_file = keys_file
+        .map(KeysFileEntries::load)
+        .transpose()
+        .map_err(|e| format!("--keys-file: {e}"))?;
     let files = discover(paths).map_err(|e| e.to_string())?;
     if files.is_empty() {
         return Err("no plot files found".into());
@@ -50,7 +56,8 @@ pub(crate) fn run(
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(path) = files.get(i) else { break };
-                let report = check_plot(path, challenges, mode);
+                let entry = keys_file.as_ref().and_then(|k| k.entry(path));
+                let report = check_plot(path, challenges, mode, entry);
                 if let Ok(mut slot) = reports[i].lock() {
                     *slot = Some(report);
                 }
@@ -90,7 +97,7 @@ pub(crate) fn check_challenge(plot_id: &[u8; 32], i: u32) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn check_plot(path: &Path, challenges: u32, mode: Mode) -> Report {
+fn check_plot(path: &Path, challenges: u32, mode: Mode, entry: Option<KeysFileEntry>) -> Report {
     let mut text = format!("{}\n", path.display());
     let plot = match PlotFile::open(path) {
         Ok(p) => p,
@@ -112,20 +119,39 @@ fn check_plot(path: &Path, challenges: u32, mode: Mode) -> Report {
         p.memo().len()
     );
     let mut bad = None;
-    match keys::check_plot_id(p.memo(), p.id()) {
-        Ok(k) => {
-            let pool = match k.pool() {
-                PoolKind::PublicKey(pk) => format!("pool public key {}", hex::encode(pk)),
-                PoolKind::ContractPuzzleHash(h) => {
-                    format!("pool contract puzzle hash {}", hex::encode(h))
-                }
-            };
-            let _ = writeln!(text, "  keys: plot id matches the memo; {pool}");
-            let _ =
-                writeln!(text, "        farmer public key {}", hex::encode(k.farmer_public_key()));
-            let _ = writeln!(text, "        plot public key {}", hex::encode(k.plot_public_key()));
+    if let Some(e) = entry {
+        // The original design: the keys file, not the memo, gives the plot's keys.
+        if &e.plot_id == p.id() {
+            let _ = writeln!(text, "  keys: plot id matches the keys file entry");
+            let _ = writeln!(text, "        pool public key {}", hex::encode(e.pool_public_key));
+            let _ = writeln!(text, "        plot public key {}", hex::encode(e.plot_public_key));
+        } else {
+            bad = Some(format!(
+                "keys: the keys file entry gives plot id {}, the header has {}",
+                hex::encode(e.plot_id),
+                hex::encode(p.id())
+            ));
         }
-        Err(e) => bad = Some(format!("keys: {e}")),
+    } else {
+        match keys::check_plot_id(p.memo(), p.id()) {
+            Ok(k) => {
+                let pool = match k.pool() {
+                    PoolKind::PublicKey(pk) => format!("pool public key {}", hex::encode(pk)),
+                    PoolKind::ContractPuzzleHash(h) => {
+                        format!("pool contract puzzle hash {}", hex::encode(h))
+                    }
+                };
+                let _ = writeln!(text, "  keys: plot id matches the memo; {pool}");
+                let _ = writeln!(
+                    text,
+                    "        farmer public key {}",
+                    hex::encode(k.farmer_public_key())
+                );
+                let _ =
+                    writeln!(text, "        plot public key {}", hex::encode(k.plot_public_key()));
+            }
+            Err(e) => bad = Some(format!("keys: {e}")),
+        }
     }
     let mut buf = Vec::new();
     let (mut proofs, mut lookup_errors) = (0u32, 0u32);

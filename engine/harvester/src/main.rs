@@ -97,6 +97,9 @@ enum Command {
         /// Worker threads (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
+        /// The daemon's keys file: plots it names are checked against it instead of the memo.
+        #[arg(long)]
+        keys_file: Option<PathBuf>,
     },
 }
 
@@ -119,8 +122,8 @@ fn main() -> ExitCode {
             prove::run(&plots, &challenges_file, proofs, mode.into(), threads)
         }
         Command::Verify { id, k, challenge, proof } => verify(&id, k, &challenge, &proof),
-        Command::Check { paths, challenges, mode, threads } => {
-            check::run(&paths, challenges, mode.into(), threads)
+        Command::Check { paths, challenges, mode, threads, keys_file } => {
+            check::run(&paths, challenges, mode.into(), threads, keys_file.as_deref())
         }
     };
     match result {

@@ -887,3 +887,31 @@ fn find_keys(path: &Path, plot: &Plot, keys: &KeysFile) -> Result<PlotKeysFound,
         ))),
     }
 }
+
+/// A keys file opened for the plot tools (`harvester check --keys-file`).
+#[derive(Debug)]
+pub struct KeysFileEntries(KeysFile);
+
+/// What a keys file says about one plot (no secret: the tools only check the id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeysFileEntry {
+    pub pool_public_key: [u8; 48],
+    pub plot_public_key: [u8; 48],
+    /// sha256(pool public key ++ plot public key): the id the plot must have.
+    pub plot_id: [u8; 32],
+}
+
+impl KeysFileEntries {
+    pub fn load(path: &Path) -> Result<KeysFileEntries, PlotsError> {
+        KeysFile::load(path, PLOTS_MAX_LIMIT).map(KeysFileEntries)
+    }
+
+    /// The entry for the plot at `path` (by absolute path, then by file name).
+    pub fn entry(&self, path: &Path) -> Option<KeysFileEntry> {
+        self.0.lookup(path).map(|e| KeysFileEntry {
+            pool_public_key: e.pool_public_key,
+            plot_public_key: e.plot_public_key,
+            plot_id: e.plot_id,
+        })
+    }
+}

@@ -166,3 +166,47 @@ fn check_reports_bad_plots_and_exits_non_zero() {
         "{text}"
     );
 }
+
+#[test]
+fn check_takes_the_keys_file_for_plots_without_a_memo() {
+    let keysfile = fixtures().join("keysfile");
+    let run = |keys: Option<PathBuf>| {
+        let mut cmd = harvester();
+        cmd.arg("check").arg(&keysfile).args(["--challenges", "5"]);
+        if let Some(k) = keys {
+            cmd.arg("--keys-file").arg(k);
+        }
+        cmd.output().expect("runs")
+    };
+    // Without the keys file the empty memo gives no keys.
+    let out = run(None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("memo is 0 bytes"), "{text}");
+    // With it, the id is checked against sha256(pool key ++ plot key) of the entry.
+    let out = run(Some(fixtures().join("keys.toml")));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("plot id matches the keys file entry"), "{text}");
+    // An entry whose keys give another id is reported.
+    let dir = scratch("keys-file");
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    let pool = manifest["plots"][0]["pool_public_key"].as_str().expect("pool key");
+    let wrong = dir.join("wrong.toml");
+    std::fs::write(
+        &wrong,
+        format!(
+            "[[plot]]\nfile = \"k18-kf-a.plot\"\nplot_secret_key = \"{}\"\npool_public_key = \"{pool}\"\n",
+            "11".repeat(32)
+        ),
+    )
+    .expect("write");
+    let out = run(Some(wrong));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("the keys file entry gives plot id"), "{text}");
+}

@@ -4,6 +4,7 @@
 //! loadgen --plots DIR... [--copies N] [--challenges M] [--reads-in-flight Q]
 //!         [--cache warm|cold] [--mode chiapos|complete] [--proofs] [--concurrency C]
 //!         [--deadline-ms D] [--blkio-cgroup-prefix PREFIX] [--rate PER_SEC] [--json FILE]
+//!         [--hlog FILE [--hlog-interval-ms N]]
 //!
 //! `--rate R` paces the challenges (challenge i no earlier than i / R s after the start; still
 //! at most `--concurrency` in flight), to compare with a paced farmer. `--copies N` serves every plot N times (under distinct keys, the same file), so 10,000
@@ -13,15 +14,26 @@
 //! thread moves itself into the cgroup-v1 blkio group `/sys/fs/cgroup/blkio/PREFIX-<disk>`
 //! (`<disk>` as `disk_io::device::disk_of` names it, e.g. `loop3`) if that directory exists,
 //! before its ring is made; a failed move stops loadgen. The report adds per-disk figures.
+//!
+//! `--hlog FILE` also writes an HdrHistogram interval log (`shard::hlog`; read it with
+//! `HistogramLogProcessor` or `hdrhistogram::serialization::interval_log`): from the first
+//! challenge on, every `--hlog-interval-ms` (default 1,000) and once at the end, what each
+//! shard's four engine histograms (tags `<metric>.<disk>`, e.g. `read_latency_us.vda`) and the
+//! per-challenge latency (tag `challenge`) gained in that interval, in microseconds.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use disk_io::{uring::UringBackend, DirectIo};
 use hdrhistogram::Histogram;
 use plot_format::Mode;
-use shard::{Command, Event, Job, JobStatus, MonotonicClock, PlotKey, Shard, ShardConfig, Work};
+use shard::hlog::{self, HlogRecorder};
+use shard::{
+    Command, Event, Job, JobStatus, MetricsHandle, MonotonicClock, PlotKey, Shard, ShardConfig,
+    Snapshot, Work,
+};
 
 struct Args {
     plots: Vec<PathBuf>,
@@ -37,6 +49,8 @@ struct Args {
     blkio_cgroup_prefix: Option<String>,
     /// Challenges per second (open loop); `None`: as fast as `concurrency` allows.
     rate: Option<f64>,
+    hlog: Option<PathBuf>,
+    hlog_interval: Duration,
 }
 
 fn parse() -> Result<Args, String> {
@@ -53,6 +67,8 @@ fn parse() -> Result<Args, String> {
         deadline: Duration::from_secs(30),
         blkio_cgroup_prefix: None,
         rate: None,
+        hlog: None,
+        hlog_interval: Duration::from_secs(1),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -88,11 +104,19 @@ fn parse() -> Result<Args, String> {
                 }
                 a.rate = Some(r)
             }
+            "--hlog" => a.hlog = Some(value()?.into()),
+            "--hlog-interval-ms" => {
+                let ms: u64 = value()?.parse().map_err(|e| format!("--hlog-interval-ms: {e}"))?;
+                if ms == 0 {
+                    return Err("--hlog-interval-ms: milliseconds, > 0".into());
+                }
+                a.hlog_interval = Duration::from_millis(ms)
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
     if a.plots.is_empty() {
-        return Err("usage: loadgen --plots DIR... [--copies N] [--challenges M] [--reads-in-flight Q] [--cache warm|cold] [--mode chiapos|complete] [--proofs] [--concurrency C] [--deadline-ms D] [--blkio-cgroup-prefix PREFIX] [--rate PER_SEC] [--json FILE]".into());
+        return Err("usage: loadgen --plots DIR... [--copies N] [--challenges M] [--reads-in-flight Q] [--cache warm|cold] [--mode chiapos|complete] [--proofs] [--concurrency C] [--deadline-ms D] [--blkio-cgroup-prefix PREFIX] [--rate PER_SEC] [--json FILE] [--hlog FILE [--hlog-interval-ms N]]".into());
     }
     Ok(a)
 }
@@ -247,7 +271,13 @@ fn main() {
             Sha256::digest([b"loadgen".as_slice(), &i.to_be_bytes()].concat()).into()
         })
         .collect();
-    let mut per_challenge = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+    let per_challenge = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+    // Shared with the --hlog recorder thread.
+    let per_challenge = Arc::new(Mutex::new(per_challenge));
+    let hlog = args.hlog.as_ref().map(|path| {
+        hlog_start(path, args.hlog_interval, &shards, &per_challenge)
+            .unwrap_or_else(|e| panic!("--hlog {}: {e}", path.display()))
+    });
     let started = Instant::now();
     let mut next = 0usize;
     let mut in_flight: HashMap<u64, (Instant, usize)> = HashMap::new();
@@ -305,7 +335,7 @@ fn main() {
                     entry.1 -= 1;
                     if entry.1 == 0 {
                         let us = entry.0.elapsed().as_micros() as u64;
-                        per_challenge.saturating_record(us.max(1));
+                        lock(&per_challenge).saturating_record(us.max(1));
                         in_flight.remove(&job);
                     }
                 }
@@ -315,6 +345,7 @@ fn main() {
     }
     let seconds = started.elapsed().as_secs_f64();
     let (cpu1, rss) = rusage();
+    let per_challenge = lock(&per_challenge).clone();
     let mut reads = 0u64;
     let mut read_bytes = 0u64;
     let mut read_hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
@@ -322,6 +353,12 @@ fn main() {
     let mut disks = Vec::new();
     // Let each shard publish its final metrics.
     std::thread::sleep(Duration::from_millis(250));
+    if let Some(recorder) = hlog {
+        // The last interval: the shards' final metrics.
+        if let Err(e) = recorder.finish() {
+            eprintln!("--hlog: {e}");
+        }
+    }
     for (s, (plots, cgroup)) in shards.iter().zip(&shard_info) {
         let snap = s.metrics.snapshot();
         let c = &snap.counters;
@@ -380,6 +417,33 @@ fn main() {
         drop(s.commands);
         let _ = s.thread.join();
     }
+}
+
+/// Starts the `--hlog` recorder: each interval, every shard's engine histograms (in disk order)
+/// and the per-challenge latency, as one `record` call.
+fn hlog_start(
+    path: &Path,
+    interval: Duration,
+    shards: &[shard::ShardHandle],
+    per_challenge: &Arc<Mutex<Histogram<u64>>>,
+) -> std::io::Result<HlogRecorder> {
+    let mut metrics: Vec<(String, MetricsHandle)> =
+        shards.iter().map(|s| (s.name.clone(), s.metrics.clone())).collect();
+    metrics.sort_by(|a, b| a.0.cmp(&b.0));
+    let per_challenge = Arc::clone(per_challenge);
+    hlog::spawn_recorder_with(path, interval, move |log, now| {
+        let snapshots: Vec<(String, Snapshot)> =
+            metrics.iter().map(|(disk, m)| (disk.clone(), m.snapshot())).collect();
+        let challenge = lock(&per_challenge).clone();
+        let mut tags = hlog::shard_tags(&snapshots);
+        tags.push(("challenge".to_string(), &challenge));
+        log.record(now, &tags)
+    })
+}
+
+/// The per-challenge histogram; a panic elsewhere leaves it usable (it is only counts).
+fn lock(h: &Mutex<Histogram<u64>>) -> MutexGuard<'_, Histogram<u64>> {
+    h.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Waits for the next event of any shard.

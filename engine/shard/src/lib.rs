@@ -10,6 +10,7 @@
 //! Every job ends with exactly one [`Event::JobDone`], after the per-plot events it produced.
 #![forbid(unsafe_code)]
 
+pub mod hlog;
 mod metrics;
 mod open;
 mod shard;

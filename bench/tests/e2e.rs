@@ -35,7 +35,17 @@ fn farmer_sim_gets_valid_answers_to_all_nine_messages_for_both_key_kinds() {
             .arg(&dump),
         tmp.0.join("farmer.log"),
     );
-    let mut harvester = start_harvester(&tmp.0, "harvester", &config);
+    let hlog = tmp.0.join("harvester.hlog");
+    let mut harvester = Proc::spawn(
+        "harvester",
+        Command::new(harvester_bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--hlog")
+            .arg(&hlog)
+            .args(["--hlog-interval-seconds", "0.5"]),
+        tmp.0.join("harvester.log"),
+    );
     let status = farmer.wait(Duration::from_secs(180));
     let flog = farmer.log();
     assert!(
@@ -66,6 +76,19 @@ fn farmer_sim_gets_valid_answers_to_all_nine_messages_for_both_key_kinds() {
     }
     let status = harvester.terminate(Duration::from_secs(15));
     assert!(status.success(), "harvester exit {status}:\n{}", harvester.log());
+    // The interval log has the engine's and the daemon's histograms, with recorded values.
+    let log = std::fs::read_to_string(&hlog).expect("the --hlog file");
+    assert!(log.starts_with("#[Histogram log format version"), "{}", &log[..log.len().min(300)]);
+    for tag in
+        ["Tag=read_latency_us.", "Tag=lookup_latency_us.", "Tag=challenge_latency_us.daemon,"]
+    {
+        assert!(log.contains(tag), "no {tag} in the hlog");
+    }
+    assert!(
+        log.lines().any(|l| l.starts_with("Tag=signature_latency_us.daemon,")
+            && l.split(',').nth(3).is_some_and(|max| max != "0.000")),
+        "no signature latency recorded in the hlog"
+    );
 
     // Independent check with the reference: chiapos' Verifier and blspy's AugSchemeMPL.
     let python = repo().join(".venv/bin/python");

@@ -79,8 +79,15 @@ pub fn init_logging(config: &Config) {
     };
 }
 
+/// Where and how often to write HdrHistogram interval logs (`harvester run --hlog`).
+#[derive(Debug, Clone)]
+pub struct HlogOptions {
+    pub path: std::path::PathBuf,
+    pub interval: Duration,
+}
+
 /// Runs the daemon until SIGINT or SIGTERM.
-pub fn run(config_path: &Path) -> Result<(), DaemonError> {
+pub fn run(config_path: &Path, hlog: Option<HlogOptions>) -> Result<(), DaemonError> {
     let config = Config::load(config_path)?;
     init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -88,10 +95,49 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
         .thread_name("net")
         .build()
         .map_err(io("tokio runtime"))?;
-    runtime.block_on(run_async(Arc::new(config)))
+    runtime.block_on(run_async(Arc::new(config), hlog))
 }
 
-async fn run_async(config: Arc<Config>) -> Result<(), DaemonError> {
+/// Interval logs of every disk's engine histograms and the daemon's own (challenge, proof
+/// request, signature latency), tagged `<metric>.<disk>` and `<metric>.daemon`.
+fn start_hlog(
+    options: &HlogOptions,
+    shared: Arc<Shared>,
+) -> Result<shard::hlog::HlogRecorder, DaemonError> {
+    let step = move |log: &mut shard::hlog::HlogWriter, now: std::time::SystemTime| {
+        let shards = shared.engine.shard_snapshots();
+        let m = &shared.metrics;
+        let copy = |h: &Mutex<hdrhistogram::Histogram<u64>>| {
+            h.lock().map(|h| h.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        };
+        let daemon = [
+            ("challenge_latency_us.daemon", copy(&m.challenge_latency_us)),
+            ("proof_request_latency_us.daemon", copy(&m.proof_request_latency_us)),
+            ("signature_latency_us.daemon", copy(&m.signature_latency_us)),
+        ];
+        let mut tagged: Vec<(String, &hdrhistogram::Histogram<u64>)> = Vec::new();
+        for (disk, snap) in &shards {
+            let disk = shard::hlog::sanitize_tag(disk);
+            let h = &snap.histograms;
+            tagged.push((format!("read_latency_us.{disk}"), &h.read_latency_us));
+            tagged.push((format!("lookup_latency_us.{disk}"), &h.lookup_latency_us));
+            tagged.push((format!("proof_latency_us.{disk}"), &h.proof_latency_us));
+            tagged.push((format!("queue_wait_us.{disk}"), &h.queue_wait_us));
+        }
+        for (tag, h) in &daemon {
+            tagged.push(((*tag).to_string(), h));
+        }
+        log.record(now, &tagged)?;
+        log.flush()
+    };
+    let recorder = shard::hlog::spawn_recorder_with(&options.path, options.interval, step)
+        .map_err(io(format!("--hlog {}", options.path.display())))?;
+    tracing::info!(path = %options.path.display(), interval = ?options.interval,
+        "writing HdrHistogram interval logs");
+    Ok(recorder)
+}
+
+async fn run_async(config: Arc<Config>, hlog: Option<HlogOptions>) -> Result<(), DaemonError> {
     // Signals first: a SIGTERM during start-up still stops the daemon cleanly.
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let signals = tokio::spawn(async move {
@@ -136,6 +182,7 @@ async fn run_async(config: Arc<Config>) -> Result<(), DaemonError> {
         selection_counts: Mutex::new(Vec::new()),
     });
     let state = Arc::new(State { shared: shared.clone(), plot_counts: Mutex::new(Vec::new()) });
+    let hlog = hlog.map(|o| start_hlog(&o, shared.clone())).transpose()?;
 
     // The plot manager lives on its own thread: scans never block lookups.
     let (first_scan_tx, first_scan_rx) = tokio::sync::oneshot::channel();
@@ -188,6 +235,10 @@ async fn run_async(config: Arc<Config>) -> Result<(), DaemonError> {
     let _ = stop_tx.send(());
     let _ = tokio::task::spawn_blocking(move || refresher.join()).await;
     engine.shutdown();
+    if let Some(recorder) = hlog {
+        // Records the last interval and flushes; waits for the file system, not for disks.
+        let _ = tokio::task::spawn_blocking(move || drop(recorder)).await;
+    }
     if let Some(t) = metrics_task {
         t.abort();
     }

@@ -42,6 +42,13 @@ enum Command {
         /// The configuration file (TOML; see docs/configuration.md).
         #[arg(long)]
         config: PathBuf,
+        /// Write HdrHistogram interval logs (read, lookup, proof, queue wait per disk; challenge,
+        /// proof request and signature latency) to this file, in microseconds.
+        #[arg(long)]
+        hlog: Option<PathBuf>,
+        /// Seconds per interval of the --hlog file.
+        #[arg(long, default_value_t = 10.0)]
+        hlog_interval_seconds: f64,
     },
     /// Create a private CA and the farmer's and harvester's certificates (mutual TLS).
     Certs {
@@ -106,10 +113,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => match harvester::daemon::run(&config) {
-            Ok(()) => Ok(ExitCode::SUCCESS),
-            Err(e) => Err(e.to_string()),
-        },
+        Command::Run { config, hlog, hlog_interval_seconds } => {
+            match hlog_options(hlog, hlog_interval_seconds)
+                .and_then(|hlog| harvester::daemon::run(&config, hlog).map_err(|e| e.to_string()))
+            {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => Err(e),
+            }
+        }
         Command::Certs { dir, ca_cert, ca_key, force } => {
             harvester::tls::certs_command(&dir, ca_cert.as_deref(), ca_key.as_deref(), force)
                 .map(|summary| {
@@ -133,6 +144,17 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn hlog_options(
+    path: Option<PathBuf>,
+    seconds: f64,
+) -> Result<Option<harvester::daemon::HlogOptions>, String> {
+    if !(seconds.is_finite() && (0.001..=86_400.0).contains(&seconds)) {
+        return Err(format!("--hlog-interval-seconds {seconds}: must be in [0.001, 86400]"));
+    }
+    let interval = std::time::Duration::from_secs_f64(seconds);
+    Ok(path.map(|path| harvester::daemon::HlogOptions { path, interval }))
 }
 
 fn verify(id: &str, k: u8, challenge: &str, proof: &str) -> Result<ExitCode, String> {

@@ -3,10 +3,11 @@
 //!
 //! loadgen --plots DIR... [--copies N] [--challenges M] [--reads-in-flight Q]
 //!         [--cache warm|cold] [--mode chiapos|complete] [--proofs] [--concurrency C]
-//!         [--deadline-ms D] [--blkio-cgroup-prefix PREFIX] [--rate PER_SEC] [--json FILE]
+//!         [--deadline-ms D] [--blkio-cgroup-prefix PREFIX] [--rate PER_SEC] [--shards-per-disk S] [--json FILE]
 //!         [--hlog FILE [--hlog-interval-ms N]]
 //!
-//! `--rate R` paces the challenges (challenge i no earlier than i / R s after the start; still
+//! `--shards-per-disk S` splits each disk's plots and queue depth over S shards (threads), for
+//! fast disks where one decoding thread is the limit. `--rate R` paces the challenges (challenge i no earlier than i / R s after the start; still
 //! at most `--concurrency` in flight), to compare with a paced farmer. `--copies N` serves every plot N times (under distinct keys, the same file), so 10,000
 //! plots fit on a small machine. `--cache cold` uses O_DIRECT (the page cache is bypassed);
 //! `warm` uses buffered reads after reading every file once. `--deadline-ms` is every
@@ -49,6 +50,8 @@ struct Args {
     blkio_cgroup_prefix: Option<String>,
     /// Challenges per second (open loop); `None`: as fast as `concurrency` allows.
     rate: Option<f64>,
+    /// Shards (threads and rings) per disk, splitting its plots and its queue depth.
+    shards_per_disk: usize,
     hlog: Option<PathBuf>,
     hlog_interval: Duration,
 }
@@ -67,6 +70,7 @@ fn parse() -> Result<Args, String> {
         deadline: Duration::from_secs(30),
         blkio_cgroup_prefix: None,
         rate: None,
+        shards_per_disk: 1,
         hlog: None,
         hlog_interval: Duration::from_secs(1),
     };
@@ -97,6 +101,13 @@ fn parse() -> Result<Args, String> {
                 a.deadline = Duration::from_millis(ms)
             }
             "--blkio-cgroup-prefix" => a.blkio_cgroup_prefix = Some(value()?),
+            "--shards-per-disk" => {
+                a.shards_per_disk =
+                    value()?.parse().map_err(|e| format!("--shards-per-disk: {e}"))?;
+                if !(1..=64).contains(&a.shards_per_disk) {
+                    return Err("--shards-per-disk: 1..=64".into());
+                }
+            }
             "--rate" => {
                 let r: f64 = value()?.parse().map_err(|e| format!("--rate: {e}"))?;
                 if !(r.is_finite() && r > 0.0) {
@@ -116,7 +127,7 @@ fn parse() -> Result<Args, String> {
         }
     }
     if a.plots.is_empty() {
-        return Err("usage: loadgen --plots DIR... [--copies N] [--challenges M] [--reads-in-flight Q] [--cache warm|cold] [--mode chiapos|complete] [--proofs] [--concurrency C] [--deadline-ms D] [--blkio-cgroup-prefix PREFIX] [--rate PER_SEC] [--json FILE] [--hlog FILE [--hlog-interval-ms N]]".into());
+        return Err("usage: loadgen --plots DIR... [--copies N] [--challenges M] [--reads-in-flight Q] [--cache warm|cold] [--mode chiapos|complete] [--proofs] [--concurrency C] [--deadline-ms D] [--blkio-cgroup-prefix PREFIX] [--rate PER_SEC] [--shards-per-disk S] [--json FILE] [--hlog FILE [--hlog-interval-ms N]]".into());
     }
     Ok(a)
 }
@@ -205,11 +216,15 @@ fn main() {
     // Per shard: plots served and the cgroup its thread joined.
     let mut shard_info: Vec<(u64, Option<PathBuf>)> = Vec::new();
     let mut plot_count = 0u64;
-    for (disk, (device_depth, paths)) in by_disk {
-        // Never more reads in flight than the device queues.
-        let depth = args.reads_in_flight.min(device_depth.max(1));
+    let parts = args.shards_per_disk;
+    for ((disk, (device_depth, paths)), part) in
+        by_disk.into_iter().flat_map(|d| (0..parts).map(move |p| (d.clone(), p)))
+    {
+        // Never more reads in flight than the device queues (shared by the disk's shards).
+        let depth = args.reads_in_flight.min(device_depth.max(1)).div_ceil(parts).max(1);
+        let name = if parts > 1 { format!("{disk}#{part}") } else { disk.clone() };
         let config = ShardConfig {
-            name: disk.clone(),
+            name: name.clone(),
             direct_io: if args.cold { DirectIo::Prefer } else { DirectIo::Off },
             ..ShardConfig::default()
         };
@@ -226,10 +241,14 @@ fn main() {
             UringBackend::new(depth)
         };
         let handle = Shard::spawn(config, make, clock, 1024, 65536)
-            .unwrap_or_else(|e| panic!("shard for {disk}: {e}"));
+            .unwrap_or_else(|e| panic!("shard for {name}: {e}"));
         let plots_before = plot_count;
-        for path in &paths {
-            for _ in 0..args.copies {
+        for (i, path) in paths.iter().enumerate() {
+            for copy in 0..args.copies {
+                // With several shards per disk, each takes every `parts`-th plot.
+                if (i * args.copies + copy) % parts != part {
+                    continue;
+                }
                 // Every copy is opened and indexed on its own, as distinct files would be.
                 let plot = match shard::open_plot(path).map(|(_, plot)| plot) {
                     Ok(p) => p,

@@ -33,7 +33,8 @@ loadgen="$repo/target/release/loadgen"
 "$loadgen" --plots "$plots" --copies "$copies" --challenges "$challenges" --reads-in-flight "$qd" \
   --concurrency 8 --cache warm --json "$out/warm.json"
 mean=$("$python" -c "import json;print(int(json.load(open('$out/cold.json'))['read_bytes_mean']))")
-bs=$(( (mean + 4095) / 4096 * 4096 ))
+# The nearest multiple of 4 KiB to the engine's mean read (reads are whole 4 KiB blocks).
+bs=$(( (mean + 2048) / 4096 * 4096 ))
 files=$(ls "$plots"/*.plot | paste -sd:)
 fio --name=baseline --filename="$files" --rw=randread --bs="$bs" --direct=1 --ioengine=io_uring \
   --iodepth="$qd" --time_based --runtime=10 --ramp_time=1 --randrepeat=0 --norandommap \

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The reference oracle's Python: a venv with chiapos and blspy pinned, made with python3 from
-# PATH. Idempotent: when the venv already imports the pinned versions it only checks (about
-# 0.1 s); otherwise it creates or repairs the venv and installs them.
+# The reference oracle's Python: a venv with chiapos, blspy and matplotlib (the sweeps' charts)
+# pinned, made with python3 from PATH. Idempotent: when the venv already imports the pinned
+# versions it only checks (about 0.3 s); otherwise it creates or repairs the venv and installs them.
 # Usage: scripts/oracle-venv.sh [--venv DIR]     (default: <repo>/.venv)
 # The last line of stdout is the venv's python (absolute path); progress goes to stderr.
 set -euo pipefail
 
 chiapos_version=2.0.12
 blspy_version=2.0.3
+matplotlib_version=3.11.2
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$repo/.venv"
@@ -34,11 +35,11 @@ python="$venv/bin/python"
 
 # True when the venv's python runs and imports exactly the pinned versions.
 pinned() {
-  "$python" - "$chiapos_version" "$blspy_version" <<'PY' >/dev/null 2>&1
+  "$python" - "$chiapos_version" "$blspy_version" "$matplotlib_version" <<'PY' >/dev/null 2>&1
 import sys
 from importlib.metadata import version
-import blspy, chiapos  # the compiled modules load, not just the metadata
-sys.exit(0 if (version("chiapos"), version("blspy")) == (sys.argv[1], sys.argv[2]) else 1)
+import blspy, chiapos, matplotlib  # the compiled modules load, not just the metadata
+sys.exit(0 if (version("chiapos"), version("blspy"), version("matplotlib")) == tuple(sys.argv[1:4]) else 1)
 PY
 }
 
@@ -60,12 +61,12 @@ if ! "$python" -c '' >/dev/null 2>&1; then
   python3 -m venv --clear "$venv"
 fi
 
-echo "oracle-venv: installing chiapos==$chiapos_version blspy==$blspy_version into $venv" >&2
+echo "oracle-venv: installing chiapos==$chiapos_version blspy==$blspy_version matplotlib==$matplotlib_version into $venv" >&2
 "$python" -m pip install --disable-pip-version-check --quiet \
-  "chiapos==$chiapos_version" "blspy==$blspy_version" >&2
+  "chiapos==$chiapos_version" "blspy==$blspy_version" "matplotlib==$matplotlib_version" >&2
 
 if ! pinned; then
-  echo "oracle-venv: $python still does not import chiapos $chiapos_version and blspy $blspy_version" >&2
+  echo "oracle-venv: $python still does not import chiapos $chiapos_version, blspy $blspy_version and matplotlib $matplotlib_version" >&2
   exit 1
 fi
 echo "$python"

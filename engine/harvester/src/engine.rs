@@ -86,7 +86,7 @@ pub type Quarantined = (PlotKey, String);
 pub struct Engine {
     config: EngineConfig,
     clock: MonotonicClock,
-    registry: Mutex<Arc<Registry>>,
+    registry: Arc<Mutex<Arc<Registry>>>,
     shards: Mutex<BTreeMap<String, ShardEntry>>,
     routes: Arc<Mutex<HashMap<JobId, Route>>>,
     next_job: AtomicU64,
@@ -108,10 +108,12 @@ impl Engine {
         let (control_tx, control_rx) = crossbeam_channel::bounded(DISKS_MAX);
         let routes: Arc<Mutex<HashMap<JobId, Route>>> = Arc::default();
         let degraded: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let registry: Arc<Mutex<Arc<Registry>>> = Arc::default();
+        let names = registry.clone();
         let engine = Arc::new(Engine {
             config,
             clock: MonotonicClock::default(),
-            registry: Mutex::new(Arc::new(Registry::default())),
+            registry,
             shards: Mutex::new(BTreeMap::new()),
             routes: routes.clone(),
             next_job: AtomicU64::new(1),
@@ -119,7 +121,7 @@ impl Engine {
             degraded: degraded.clone(),
         });
         std::thread::Builder::new().name("dispatcher".into()).spawn(move || {
-            dispatch(control_rx, routes, degraded, quarantined);
+            dispatch(control_rx, routes, degraded, quarantined, names);
         })?;
         Ok(engine)
     }
@@ -340,6 +342,7 @@ fn dispatch(
     routes: Arc<Mutex<HashMap<JobId, Route>>>,
     degraded: Arc<Mutex<HashSet<String>>>,
     quarantined: Sender<Quarantined>,
+    registry: Arc<Mutex<Arc<Registry>>>,
 ) {
     let mut shards: Vec<(String, Receiver<Event>)> = Vec::new();
     loop {
@@ -372,7 +375,7 @@ fn dispatch(
             }
         };
         let name = name.clone();
-        forward(event, &name, &routes, &degraded, &quarantined);
+        forward(event, &name, &routes, &degraded, &quarantined, &registry);
     }
 }
 
@@ -382,6 +385,7 @@ fn forward(
     routes: &Mutex<HashMap<JobId, Route>>,
     degraded: &Mutex<HashSet<String>>,
     quarantined: &Sender<Quarantined>,
+    registry: &Mutex<Arc<Registry>>,
 ) {
     let (job, event) = match event {
         Event::Found { job, plot, found } => (job, Some((plot, Ok(found)))),
@@ -395,13 +399,14 @@ fn forward(
             return;
         }
         Event::PlotQuarantined { plot, reason } => {
-            tracing::warn!(disk, plot = plot.0, "plot quarantined by the engine: {reason}");
+            let path = lock(registry)
+                .plots
+                .get(&plot)
+                .map(|i| i.path.display().to_string())
+                .unwrap_or_else(|| format!("#{}", plot.0));
+            tracing::warn!(disk, plot = %path, "plot quarantined by the engine: {reason}");
             if quarantined.try_send((plot, reason)).is_err() {
-                tracing::warn!(
-                    disk,
-                    plot = plot.0,
-                    "quarantine queue full; the next refresh retries it"
-                );
+                tracing::warn!(disk, plot = %path, "quarantine queue full; the next refresh retries it");
             }
             return;
         }

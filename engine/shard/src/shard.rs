@@ -445,6 +445,17 @@ impl<B: Backend, C: Clock> Shard<B, C> {
                 if let Some(p) = self.plots.remove(&key) {
                     self.backend.close(p.file);
                 }
+                // Its lookups in progress can never be fed again (their reads are dropped as
+                // stale): answer them now instead of at their jobs' deadlines.
+                for slot in 0..self.active.len() {
+                    if self.active[slot].as_ref().is_some_and(|a| a.plot == key) {
+                        if let Some(a) = self.active[slot].take() {
+                            self.free_slots.push(slot);
+                            self.plot_answered(a.job, a.plot, Err(ShardError::UnknownPlot));
+                            self.finish_if_done(a.job);
+                        }
+                    }
+                }
             }
         }
     }
@@ -721,7 +732,8 @@ impl<B: Backend, C: Clock> Shard<B, C> {
     }
 
     fn quarantine(&mut self, plot: PlotKey, reason: String) {
-        if let Some(p) = self.plots.get_mut(&plot) {
+        // Once: later failures of lookups already running are not news.
+        if let Some(p) = self.plots.get_mut(&plot).filter(|p| p.quarantined.is_none()) {
             eprintln!(
                 "shard {}: plot {} quarantined: {reason}",
                 self.config.name,

@@ -346,3 +346,126 @@ pub fn challenge(i: u32) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(format!("e2e-{i}")).into()
 }
+
+/// Like [`write_config`], plus extra keys per section: `extra` holds `(section, "key = value"
+/// lines)`. A key already in the section is replaced, a new one is added, and a section the
+/// base configuration lacks (e.g. `protocol`) is appended.
+#[allow(clippy::too_many_arguments)] // write_config's arguments plus `extra`
+pub fn write_config_with(
+    dir: &Path,
+    name: &str,
+    farmer_port: u16,
+    metrics_port: Option<u16>,
+    certs: &Path,
+    folders: &[PathBuf],
+    with_keys_file: bool,
+    extra: &[(&str, &str)],
+) -> PathBuf {
+    let path = write_config(dir, name, farmer_port, metrics_port, certs, folders, with_keys_file);
+    let base = std::fs::read_to_string(&path).expect("config written");
+    // (section, lines), in file order; "" is the part before the first header.
+    let mut sections: Vec<(String, Vec<String>)> = vec![(String::new(), Vec::new())];
+    for line in base.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') && trimmed.ends_with(']') {
+            sections.push((trimmed.trim_matches(|c| c == '[' || c == ']').to_string(), Vec::new()));
+        } else if !trimmed.is_empty() {
+            sections.last_mut().expect("one section").1.push(line.to_string());
+        }
+    }
+    let key_of = |line: &str| line.split('=').next().unwrap_or("").trim().to_string();
+    for (section, keys) in extra {
+        let i = match sections.iter().position(|(s, _)| s == section) {
+            Some(i) => i,
+            None => {
+                sections.push((section.to_string(), Vec::new()));
+                sections.len() - 1
+            }
+        };
+        for line in keys.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let lines = &mut sections[i].1;
+            match lines.iter().position(|l| key_of(l) == key_of(line)) {
+                Some(j) => lines[j] = line.to_string(),
+                None => lines.push(line.to_string()),
+            }
+        }
+    }
+    let mut text = String::new();
+    for (section, lines) in &sections {
+        if !section.is_empty() {
+            text.push_str(&format!("\n[{section}]\n"));
+        }
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+/// The value of a Prometheus sample in `/metrics` text: the line `name value` exactly, or with
+/// `name` ending in `{`, the sum over every labelled series of that family. None if absent.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let matches = if name.ends_with('{') {
+            line.starts_with(name)
+        } else {
+            line.strip_prefix(name).is_some_and(|rest| rest.starts_with(' '))
+        };
+        if matches {
+            let value: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("metric line without a number: {line}"));
+            found = Some(found.unwrap_or(0.0) + value);
+        }
+    }
+    found
+}
+
+/// Resident memory of process `pid` (VmRSS in /proc/PID/status), in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("VmRSS unreadable: {line}"));
+    kib * 1024
+}
+
+/// Qualities of `challenge` in the plots at `paths` (any plots, selected or not), by the plain
+/// decoder.
+pub fn expected_qualities_of(paths: &[PathBuf], challenge: &[u8; 32]) -> BTreeSet<[u8; 32]> {
+    let mut set = BTreeSet::new();
+    for path in paths {
+        let (file, plot) =
+            shard::open_plot(path).unwrap_or_else(|e| panic!("{} opens: {e}", path.display()));
+        let found = shard::lookup_file(&file, &plot, challenge, Goal::Qualities, Mode::Complete)
+            .expect("read")
+            .expect("lookup");
+        set.extend(found.iter().map(|f| f.quality));
+    }
+    set
+}
+
+/// Open file descriptors of process `pid` (entries of /proc/PID/fd).
+pub fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("process fd folder").count()
+}
+
+/// CPU time used so far by process `pid` (user + system, /proc/PID/stat), in seconds.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process stat");
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    ticks as f64 / 100.0 // USER_HZ is 100 on Linux
+}

@@ -63,7 +63,7 @@ if [[ -z "$out" ]]; then
 fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-command_line="scripts/sweep.sh $knob$([[ $quick -eq 1 ]] && echo ' --quick')"
+command_line="scripts/sweep.sh $knob$( ((quick)) && echo ' --quick' || true)"
 
 # --- Tools: the venv (matplotlib, chiapos), the fixtures, loadgen, fio ---
 command -v fio >/dev/null || { say "needs fio (apt-get install fio)"; exit 1; }

@@ -16,4 +16,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
 cargo test --workspace --locked
 
+echo "== fuzzing: each cargo-fuzz target for 10 s (docs/reliability.md, \"Fuzzing\")"
+scripts/fuzz.sh --seconds 10 --skip-if-unavailable
+
 echo "== all tests passed"

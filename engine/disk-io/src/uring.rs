@@ -38,7 +38,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use io_uring::{opcode, types, IoUring};
+use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::buffer::BufferPool;
 use crate::file::{FallbackLog, FileState, ReadPlan, ReadProgress, Step};
@@ -156,6 +156,18 @@ struct UringFile {
     reads_in_table: u32,
     /// `close` was called; the fd closes when `reads_in_table` reaches 0.
     closing: bool,
+    /// Reads are always issued from io_uring's worker threads (`IOSQE_ASYNC`), never inline in
+    /// `io_uring_enter`: for files with no block device behind them (FUSE, NFS, ...), whose
+    /// reads may block the submitting thread (a hung FUSE server would stall the shard).
+    issue_async: bool,
+}
+
+/// Whether reads of the file at `path` must not be issued inline: its file system has no
+/// block device (device major 0: FUSE, NFS and other network or virtual file systems), so a
+/// read may sleep in the submitting thread instead of returning EAGAIN.
+fn may_block_submitter(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map(|m| libc::major(m.dev()) == 0).unwrap_or(true)
 }
 
 pub struct UringBackend {
@@ -302,8 +314,11 @@ impl UringBackend {
         let slot = &mut self.slots[index as usize];
         let user_data = (u64::from(slot.generation) << 32) | u64::from(index);
         let op = slot.op.as_mut().expect("queued reads are in the table");
-        let file =
-            &self.files.get(&op.file).expect("a file with reads in the table stays open").state;
+        let uring_file =
+            self.files.get(&op.file).expect("a file with reads in the table stays open");
+        let file = &uring_file.state;
+        let flags =
+            if uring_file.issue_async { squeue::Flags::ASYNC } else { squeue::Flags::empty() };
         let done = op.progress.done_bytes as usize;
         let remaining = op.progress.remaining_bytes();
         assert!(remaining > 0 && done + remaining as usize <= op.buffer.capacity());
@@ -311,6 +326,7 @@ impl UringBackend {
         let entry = opcode::Read::new(types::Fd(file.file.as_raw_fd()), target, remaining)
             .offset(op.progress.next_offset())
             .build()
+            .flags(flags)
             .user_data(user_data);
         // SAFETY: the SQE lends the kernel `remaining` bytes at `target`, inside the buffer's
         // allocation (asserted above), and the fd. Both stay valid until the read's CQE:
@@ -426,7 +442,8 @@ impl Backend for UringBackend {
         }
         let id = next_file_id(&mut self.file_id_next)?;
         let opened = state.opened(id);
-        self.files.insert(id, UringFile { state, reads_in_table: 0, closing: false });
+        let issue_async = may_block_submitter(path);
+        self.files.insert(id, UringFile { state, reads_in_table: 0, closing: false, issue_async });
         Ok(opened)
     }
 

@@ -156,6 +156,8 @@ pub struct EngineConfig {
     pub read_stuck_after_seconds: f64,
     pub lookups_active_max: usize,
     pub jobs_queued_max: usize,
+    /// Proof jobs waiting per disk, apart from lookups (proofs also start and read first).
+    pub proof_jobs_queued_max: usize,
     /// Consecutive failed reads of one plot before it is quarantined.
     pub plot_errors_max: u32,
     /// Engine events waiting for a slow connection (per connection) before the engine slows.
@@ -174,6 +176,7 @@ impl Default for EngineConfig {
             read_stuck_after_seconds: 1.0,
             lookups_active_max: 4096,
             jobs_queued_max: 1024,
+            proof_jobs_queued_max: 256,
             plot_errors_max: 3,
             events_queued_max: 65536,
         }
@@ -309,12 +312,13 @@ impl Config {
         if !(retry.is_finite() && (0.0..=31_536_000.0).contains(&retry)) {
             return Err(bad("plots.retry_quarantined_after_seconds", format!("{retry}")));
         }
-        let counts: [(&'static str, usize, usize); 9] = [
+        let counts: [(&'static str, usize, usize); 10] = [
             ("plots.open_threads", self.plots.open_threads, 256),
             ("plots.plots_max", self.plots.plots_max, 10_000_000),
             ("engine.reads_in_flight_max", self.engine.reads_in_flight_max, 4096),
             ("engine.lookups_active_max", self.engine.lookups_active_max, 1 << 20),
             ("engine.jobs_queued_max", self.engine.jobs_queued_max, 1 << 20),
+            ("engine.proof_jobs_queued_max", self.engine.proof_jobs_queued_max, 1 << 20),
             ("engine.events_queued_max", self.engine.events_queued_max, 1 << 24),
             ("protocol.challenges_in_flight_max", self.protocol.challenges_in_flight_max, 4096),
             ("protocol.qualities_max", self.protocol.qualities_max, 1 << 26),

@@ -209,6 +209,7 @@ impl Engine {
             name: disk.to_string(),
             lookups_active_max: c.lookups_active_max,
             jobs_queued_max: c.jobs_queued_max,
+            proof_jobs_queued_max: c.proof_jobs_queued_max,
             plot_errors_max: c.plot_errors_max,
             read_stuck_after: seconds(c.read_stuck_after_seconds),
             direct_io: if c.direct_io { DirectIo::Prefer } else { DirectIo::Off },

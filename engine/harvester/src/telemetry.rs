@@ -548,6 +548,8 @@ const DISK_HISTOGRAMS: [Family<shard::Histograms, Histogram<u64>>; 4] = [
     ),
 ];
 
+// Counters are read before the gauges in one scrape: a scraper that sees every challenge
+// taken and none in flight knows every lookup ended (the tests' drains rely on it).
 const DAEMON_COUNTERS: [Family<DaemonMetrics, AtomicU64>; 10] = [
     Family::new("challenges", "Challenges (signage points) received from the farmer.", |d| {
         &d.challenges_total

@@ -44,8 +44,12 @@ pub struct ShardConfig {
     pub name: String,
     /// Lookups running at once; further jobs wait in the queue.
     pub lookups_active_max: usize,
-    /// Jobs accepted and not yet finished; beyond it jobs are rejected as overloaded.
+    /// Lookup jobs accepted and not yet finished; beyond it they are rejected as overloaded.
     pub jobs_queued_max: usize,
+    /// Proof jobs accepted and not yet finished, counted apart from lookup jobs: a proof is
+    /// worth more than a lookup (it may win a block), so lookups never crowd proofs out, and
+    /// proofs start (and read) ahead of queued lookups.
+    pub proof_jobs_queued_max: usize,
     /// Consecutive failed reads of one plot before it is quarantined.
     pub plot_errors_max: u32,
     /// While degraded, a probe read is tried this often.
@@ -68,6 +72,7 @@ impl Default for ShardConfig {
             name: "disk".into(),
             lookups_active_max: 4096,
             jobs_queued_max: 1024,
+            proof_jobs_queued_max: 256,
             plot_errors_max: 3,
             probe_interval: Duration::from_millis(500),
             tick_max: Duration::from_millis(1),
@@ -238,7 +243,10 @@ pub struct Shard<B: Backend, C: Clock> {
     events: Sender<Event>,
     plots: HashMap<PlotKey, PlotSlot>,
     jobs: HashMap<JobId, JobState>,
+    /// Lookup jobs waiting to start.
     queue: VecDeque<JobId>,
+    /// Proof jobs waiting to start; they start before any queued lookup job.
+    proof_queue: VecDeque<JobId>,
     active: Vec<Option<Active>>,
     free_slots: Vec<usize>,
     generation: u64,
@@ -249,6 +257,8 @@ pub struct Shard<B: Backend, C: Clock> {
     next_tag: u64,
     /// Lookup reads waiting for room in the backend.
     unsent: VecDeque<Waiter>,
+    /// Proof reads waiting for room in the backend; sent before any lookup read.
+    unsent_urgent: VecDeque<Waiter>,
     completions: Vec<Completion>,
     degraded: bool,
     /// When the disk last recovered (reads pushed before it no longer mark it stuck).
@@ -278,6 +288,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             plots: HashMap::new(),
             jobs: HashMap::new(),
             queue: VecDeque::new(),
+            proof_queue: VecDeque::new(),
             active: Vec::new(),
             free_slots: Vec::new(),
             generation: 0,
@@ -285,6 +296,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             by_block: HashMap::new(),
             next_tag: 1,
             unsent: VecDeque::new(),
+            unsent_urgent: VecDeque::new(),
             completions: Vec::new(),
             degraded: false,
             recovered_at: Duration::ZERO,
@@ -376,7 +388,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         self.send_reads();
         self.probe();
         self.publish(false);
-        if self.backend.in_flight() > 0 || !self.unsent.is_empty() {
+        if self.backend.in_flight() > 0 || self.reads_waiting() {
             let wait = self.wait_budget();
             if let Err(e) = self.backend.submit_and_wait(Some(wait)) {
                 eprintln!("shard {}: submit failed: {e}", self.config.name);
@@ -462,10 +474,18 @@ impl<B: Backend, C: Clock> Shard<B, C> {
 
     fn accept(&mut self, job: Job) {
         self.snapshot.counters.jobs += 1;
+        let proof = is_proof(&job.work);
+        let (limit, reason) = if proof {
+            (self.config.proof_jobs_queued_max, "shard overloaded with proof requests")
+        } else {
+            (self.config.jobs_queued_max, "shard overloaded")
+        };
+        // At most jobs_queued_max + proof_jobs_queued_max entries: a cheap count.
+        let queued = self.jobs.values().filter(|s| is_proof(&s.job.work) == proof).count();
         let reject = if self.degraded {
             Some("disk degraded")
-        } else if self.jobs.len() >= self.config.jobs_queued_max {
-            Some("shard overloaded")
+        } else if queued >= limit {
+            Some(reason)
         } else {
             None
         };
@@ -477,14 +497,24 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         let id = job.id;
         self.jobs
             .insert(id, JobState { job, accepted: self.clock.now(), started: false, pending: 0 });
-        self.queue.push_back(id);
+        if proof {
+            self.proof_queue.push_back(id);
+        } else {
+            self.queue.push_back(id);
+        }
     }
 
-    /// Starts queued jobs while lookup slots are free.
+    /// Starts queued jobs while lookup slots are free: proofs first, then lookups in order.
     fn start_jobs(&mut self) {
-        while let Some(&id) = self.queue.front() {
+        loop {
+            let (urgent, id) = match (self.proof_queue.front(), self.queue.front()) {
+                (Some(&id), _) => (true, id),
+                (None, Some(&id)) => (false, id),
+                (None, None) => break,
+            };
+            let queue = if urgent { &mut self.proof_queue } else { &mut self.queue };
             let Some(state) = self.jobs.get(&id) else {
-                self.queue.pop_front();
+                queue.pop_front();
                 continue;
             };
             let targets: Vec<(PlotKey, [u8; 32], Goal, Mode)> = match &state.job.work {
@@ -510,7 +540,11 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             if targets.len() > free && self.active_count() > 0 {
                 break; // wait for room; a job larger than the whole limit starts alone
             }
-            self.queue.pop_front();
+            if urgent {
+                self.proof_queue.pop_front();
+            } else {
+                self.queue.pop_front();
+            }
             let now = self.clock.now();
             if let Some(state) = self.jobs.get_mut(&id) {
                 state.started = true;
@@ -577,17 +611,38 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         let Some(a) = &self.active[slot] else { return };
         let round = a.lookup.round();
         let generation = a.generation;
+        let queue = if matches!(a.lookup.goal(), Goal::Proof { .. }) {
+            &mut self.unsent_urgent
+        } else {
+            &mut self.unsent
+        };
         for index in 0..a.lookup.reads().len() {
-            self.unsent.push_back(Waiter { slot, generation, round, index });
+            queue.push_back(Waiter { slot, generation, round, index });
+        }
+    }
+
+    fn reads_waiting(&self) -> bool {
+        !self.unsent.is_empty() || !self.unsent_urgent.is_empty()
+    }
+
+    /// The next waiting read: proof reads before lookup reads.
+    fn next_waiter(&self) -> Option<Waiter> {
+        self.unsent_urgent.front().or(self.unsent.front()).copied()
+    }
+
+    /// Takes the waiter [`Self::next_waiter`] returned.
+    fn pop_waiter(&mut self) {
+        if self.unsent_urgent.pop_front().is_none() {
+            self.unsent.pop_front();
         }
     }
 
     /// Pushes waiting reads into the backend, sharing identical reads, up to its limit.
     fn send_reads(&mut self) {
         let now = self.clock.now();
-        while let Some(w) = self.unsent.front().copied() {
+        while let Some(w) = self.next_waiter() {
             let Some((file, request, file_len)) = self.waiter_request(w) else {
-                self.unsent.pop_front();
+                self.pop_waiter();
                 continue;
             };
             // Whole blocks: lookups that want different bytes of one block share one read
@@ -600,7 +655,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
                 if f_start == start && end <= f_start + u64::from(f_len) {
                     f.waiters.push(w);
                     self.snapshot.counters.reads_coalesced += 1;
-                    self.unsent.pop_front();
+                    self.pop_waiter();
                     continue;
                 }
             }
@@ -612,7 +667,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
                 break; // at reads_in_flight_max; retried next tick
             }
             self.next_tag += 1;
-            self.unsent.pop_front();
+            self.pop_waiter();
             self.snapshot.counters.reads += 1;
             self.by_block.insert((file, start), tag);
             self.in_flight.insert(
@@ -810,6 +865,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
                 state.pending
             } else {
                 self.queue.retain(|j| *j != id);
+                self.proof_queue.retain(|j| *j != id);
                 self.plots_of(&state.job.work) as u32
             };
             for slot in 0..self.active.len() {
@@ -845,7 +901,8 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             let shard = self.config.name.clone();
             self.emit(Event::DiskDegraded { shard });
             // Jobs still queued are held back: answered at once as rejected.
-            for id in std::mem::take(&mut self.queue) {
+            let queued = std::mem::take(&mut self.proof_queue);
+            for id in queued.into_iter().chain(std::mem::take(&mut self.queue)) {
                 if self.jobs.remove(&id).is_some() {
                     self.snapshot.counters.jobs_rejected += 1;
                     self.emit(Event::JobDone {
@@ -917,6 +974,11 @@ impl<B: Backend, C: Clock> Shard<B, C> {
 }
 
 /// Decoder errors that mean the plot's bytes are wrong (not "no proof").
+/// Proof jobs have their own queue limit and go ahead of lookups.
+fn is_proof(work: &Work) -> bool {
+    matches!(work, Work::Proof { .. })
+}
+
 fn is_corruption(e: &PlotError) -> bool {
     !matches!(e, PlotError::NoProof { .. } | PlotError::UncompressedPark { .. })
 }

@@ -73,6 +73,16 @@ struct Rig {
 }
 
 fn rig(seed: u64, faults: Faults, fixtures: &[Fixture], reads_in_flight_max: usize) -> Rig {
+    rig_with(seed, faults, fixtures, reads_in_flight_max, |_| {})
+}
+
+fn rig_with(
+    seed: u64,
+    faults: Faults,
+    fixtures: &[Fixture],
+    reads_in_flight_max: usize,
+    tweak: impl FnOnce(&mut ShardConfig),
+) -> Rig {
     let clock = SimClock::new();
     let mut config = SimConfig::new(seed, reads_in_flight_max);
     config.faults = faults;
@@ -83,7 +93,7 @@ fn rig(seed: u64, faults: Faults, fixtures: &[Fixture], reads_in_flight_max: usi
     let handle = disk.handle();
     let (commands, command_rx) = crossbeam_channel::bounded(100_000);
     let (event_tx, events) = crossbeam_channel::bounded(100_000);
-    let config = ShardConfig {
+    let mut config = ShardConfig {
         name: format!("sim-{seed}"),
         probe_interval: Duration::from_millis(200),
         // Virtual time: never sleep on the command channel.
@@ -91,6 +101,7 @@ fn rig(seed: u64, faults: Faults, fixtures: &[Fixture], reads_in_flight_max: usi
         read_stuck_after: Duration::from_millis(90),
         ..ShardConfig::default()
     };
+    tweak(&mut config);
     let shard = Shard::new(config, disk, VirtualClock(clock.clone()), command_rx, event_tx);
     for (i, f) in fixtures.iter().enumerate() {
         let plot = Box::new(f.plot.clone());
@@ -221,6 +232,85 @@ fn healthy_disk_answers_like_the_decoder() {
     assert_eq!(stats.reads_completed, stats.reads_pushed);
     assert!(stats.in_flight_max_observed <= 32, "reads in flight never exceed the limit");
     assert_eq!(snap.histograms.lookup_latency_us.len(), set.len() as u64);
+}
+
+/// Proofs are worth more than lookups: a full lookup queue never refuses a proof, proofs
+/// have their own limit, and a proof's reads go ahead of every queued lookup read.
+#[test]
+fn proofs_go_ahead_of_lookups_and_have_their_own_limit() {
+    let fx = fixtures();
+    let latency =
+        Latency::Uniform { min: Duration::from_micros(200), max: Duration::from_millis(1) };
+    let mut rig = rig_with(3, Faults::with_latency(latency), &fx, 1, |c| {
+        c.jobs_queued_max = 2;
+        c.proof_jobs_queued_max = 3;
+    });
+    // Proofs to fetch: the first entries the decoder finds for some challenges.
+    let mut proofs = Vec::new();
+    for c in challenges("sim-priority", 200) {
+        for (k, f) in fx.iter().enumerate() {
+            if let Some(found) = expected(f, &c, Goal::QualitiesAndProofs, Mode::Complete).first() {
+                proofs.push((k, c, found.clone()));
+            }
+        }
+        if proofs.len() >= 4 {
+            break;
+        }
+    }
+    proofs.truncate(4);
+    assert_eq!(proofs.len(), 4, "the fixtures answer some of 200 challenges");
+    let deadline = Duration::from_secs(600);
+    let lookups = challenges("sim-priority-lookups", 3);
+    for (i, c) in lookups.iter().enumerate() {
+        let work =
+            Work::Qualities { challenge: *c, plots: None, mode: Mode::Complete, proofs: false };
+        rig.send(Job { id: i as u64, work, deadline });
+    }
+    for (i, (k, c, found)) in proofs.iter().enumerate() {
+        let work = Work::Proof {
+            plot: PlotKey(*k as u64),
+            challenge: *c,
+            index: found.index,
+            mode: Mode::Complete,
+        };
+        rig.send(Job { id: 10 + i as u64, work, deadline });
+    }
+    let events = rig.run();
+    let done: Vec<(u64, JobStatus)> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::JobDone { job, status } => Some((*job, status.clone())),
+            _ => None,
+        })
+        .collect();
+    let status = |job: u64| done.iter().find(|(j, _)| *j == job).map(|(_, s)| s.clone());
+    // The third lookup is refused (two queued already); the fourth proof is refused (three
+    // queued); the others are served.
+    assert!(
+        matches!(status(2), Some(JobStatus::Rejected { reason: "shard overloaded" })),
+        "{done:?}"
+    );
+    assert!(matches!(status(13), Some(JobStatus::Rejected { .. })), "{done:?}");
+    for job in [0, 1, 10, 11, 12] {
+        assert_eq!(status(job), Some(JobStatus::Complete), "job {job}: {done:?}");
+    }
+    // Every proof finished before either lookup, though they came after.
+    let order: Vec<u64> =
+        done.iter().filter(|(_, s)| *s == JobStatus::Complete).map(|(j, _)| *j).collect();
+    assert_eq!(&order[..3], &[10, 11, 12], "proofs first: {order:?}");
+    for (i, (k, _, want)) in proofs.iter().take(3).enumerate() {
+        let got = events.iter().find_map(|(_, e)| match e {
+            Event::Found { job, plot, found } if *job == 10 + i as u64 => {
+                Some((*plot, found.clone()))
+            }
+            _ => None,
+        });
+        let (plot, found) = got.expect("a proof job answers with its entry");
+        assert_eq!(plot, PlotKey(*k as u64));
+        let proof = found.iter().find(|f| f.index == want.index).and_then(|f| f.proof.clone());
+        assert_eq!(proof, want.proof, "proof {i} equals the decoder's");
+    }
+    rig.disk.stats().check();
 }
 
 fn shard_snapshot(rig: &mut Rig) -> shard::Snapshot {

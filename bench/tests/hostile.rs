@@ -276,6 +276,7 @@ fn overload_beyond_the_disks_is_bounded_and_counted() {
     const COPIES_PER_PLOT: usize = 100;
     const PACE_BURST: usize = 10;
     const PACE_IN_FLIGHT: f64 = 8.0;
+    const PROOF_JOBS_QUEUED_MAX: usize = 4;
     let tmp = TempDir::new("hostile-overload");
     let certs = tmp.0.join("certs");
     make_certs(&certs);
@@ -303,6 +304,17 @@ fn overload_beyond_the_disks_is_bounded_and_counted() {
         .flat_map(|p| qualities_of(p, std::slice::from_ref(&fresh)))
         .map(|(q, _)| q)
         .collect();
+    assert!(
+        fresh_qualities.len() <= PROOF_JOBS_QUEUED_MAX,
+        "the fresh challenge's proofs must fit the proof queue at once"
+    );
+    // Proofs have their own, small queue here, so that the overload refuses some of them too.
+    let engine = format!(
+        "backend = \"pread\"\ndirect_io = true\nreads_in_flight_max = 2\n\
+         lookup_deadline_seconds = 1\nproof_deadline_seconds = 1\n\
+         jobs_queued_max = 4\nlookups_active_max = 64\n\
+         proof_jobs_queued_max = {PROOF_JOBS_QUEUED_MAX}"
+    );
     let pool_pubkeys = pool_keys();
     let rt = runtime();
     let mut harvester = rt.block_on(async {
@@ -318,12 +330,7 @@ fn overload_beyond_the_disks_is_bounded_and_counted() {
             false,
             &[
                 ("plots", "serve_duplicate_ids = true\nopen_threads = 2"),
-                (
-                    "engine",
-                    "backend = \"pread\"\ndirect_io = true\nreads_in_flight_max = 2\n\
-                     lookup_deadline_seconds = 1\nproof_deadline_seconds = 1\n\
-                     jobs_queued_max = 4\nlookups_active_max = 64",
-                ),
+                ("engine", &engine),
                 ("protocol", "challenges_in_flight_max = 4096\nchallenges_remembered_max = 4096"),
             ],
         );
@@ -369,11 +376,15 @@ fn overload_beyond_the_disks_is_bounded_and_counted() {
         .await;
 
         // Recovery: the disk is idle again. Every proof refused under overload is served
-        // now, and a fresh challenge gets exactly the decoder's qualities, each proven.
+        // now (asked a queue's worth at a time), and then a fresh challenge gets exactly the
+        // decoder's qualities, each proven.
         let refused = talk.ledger.refused_proofs();
         let mut retries = Vec::new();
-        for quality in &refused {
-            retries.push(talk.ledger.ask_proof(&mut talk.farmer_side, *quality).await);
+        for chunk in refused.chunks(PROOF_JOBS_QUEUED_MAX) {
+            for quality in chunk {
+                retries.push(talk.ledger.ask_proof(&mut talk.farmer_side, *quality).await);
+            }
+            talk.drain(frames.len()).await;
         }
         talk.farmer_side.send(new_challenge(&fresh)).await.expect("fresh challenge sent");
         talk.drain(frames.len() + 1).await;
@@ -392,7 +403,25 @@ fn overload_beyond_the_disks_is_bounded_and_counted() {
             .filter(|(_, a)| a.challenge == fresh)
             .map(|(q, _)| *q)
             .collect();
-        assert_eq!(fresh_got, fresh_qualities, "qualities of a challenge after the overload");
+        if fresh_got != fresh_qualities {
+            let text = scrape(metrics_port).await;
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.contains("_bucket") && !l.contains("seconds"))
+                .collect();
+            panic!(
+                "qualities of a challenge after the overload: got {} want {}\nmetrics:\n{}\nlog:\n{}",
+                fresh_got.len(),
+                fresh_qualities.len(),
+                lines.join("\n"),
+                std::fs::read_to_string(&talk.harvester.log)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| !l.contains("shard overloaded"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
         for quality in &fresh_got {
             let answer = talk.ledger.proof_answer(quality);
             assert!(
@@ -786,9 +815,13 @@ impl Talk {
     }
 
     async fn scrape_value(&mut self, name: &str) -> f64 {
-        self.check_rss();
-        let text = scrape(self.metrics_port).await;
+        let text = self.scrape().await;
         metric(&text, name).unwrap_or_else(|| panic!("/metrics has no {name}:\n{text}"))
+    }
+
+    async fn scrape(&mut self) -> String {
+        self.check_rss();
+        scrape(self.metrics_port).await
     }
 
     /// Waits until the daemon has decided on `challenges` challenges in all (taken or
@@ -798,8 +831,15 @@ impl Talk {
         let start = Instant::now();
         loop {
             self.pump().await;
-            let in_flight = self.scrape_value("harvester_challenges_in_flight").await;
-            let taken = self.scrape_value("harvester_challenges_total").await as usize;
+            // One scrape, which reads the challenges taken before those in flight: read apart,
+            // in flight could be read before the daemon took the challenges and taken after,
+            // and the drain would end before any lookup had.
+            let text = self.scrape().await;
+            let value = |name: &str| {
+                metric(&text, name).unwrap_or_else(|| panic!("/metrics has no {name}:\n{text}"))
+            };
+            let taken = value("harvester_challenges_total") as usize;
+            let in_flight = value("harvester_challenges_in_flight");
             let decided = taken + self.ledger.overloaded.len() == challenges;
             if decided && in_flight == 0.0 && self.ledger.unanswered() == 0 {
                 for m in self.farmer_side.barrier().await {

@@ -345,3 +345,93 @@ fn a_later_handshake_reselects_plots_without_a_restart() {
         drop(harvester);
     });
 }
+
+/// `shards_per_disk = 3`: one disk's plots split over three shards (threads and rings) answer
+/// exactly what the decoder finds, every proof checks out whichever shard holds its plot, and
+/// /metrics names the three shards.
+#[test]
+fn a_disk_split_over_three_shards_answers_every_quality_and_proof() {
+    use bench::farmer::checks::{check_proof, ProofExpectation};
+    use std::collections::HashMap;
+
+    let tmp = TempDir::new("shards");
+    let certs = tmp.0.join("certs");
+    make_certs(&certs);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let farmer = ScriptedFarmer::bind(&certs).await;
+        let metrics_port = free_port();
+        let config = write_config_with(
+            &tmp.0,
+            "h",
+            farmer.port(),
+            Some(metrics_port),
+            &certs,
+            &plot_folders(),
+            true,
+            &[("engine", "shards_per_disk = 3")],
+        );
+        let harvester = start_harvester(&tmp.0, "harvester", &config);
+        let t = Duration::from_secs(30);
+        let mut peer = farmer.accept(t).await;
+        let pool = pool_keys();
+        peer.send(Message {
+            id: None,
+            body: Body::HarvesterHandshake { pool_pubkeys: pool.clone() },
+        })
+        .await;
+        let challenges: Vec<[u8; 32]> = (300..340).map(challenge).collect();
+        let mut want = BTreeSet::new();
+        for ch in &challenges {
+            want.extend(expected_qualities(ch).into_iter().map(|q| (*ch, q)));
+        }
+        assert!(want.len() >= 10, "the fixtures answer these challenges: {}", want.len());
+        for ch in &challenges {
+            peer.send(Message { id: None, body: Body::NewChallenge { challenge_hash: *ch } }).await;
+        }
+        let mut got = BTreeSet::new();
+        let mut sizes = HashMap::new();
+        while got.len() < want.len() {
+            match peer.recv(t).await.expect("a response for every quality").body {
+                Body::ChallengeResponse { challenge_hash, quality, plot_size } => {
+                    assert!(got.insert((challenge_hash, quality)), "a quality announced twice");
+                    sizes.insert(quality, plot_size);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got, want);
+        let mut asked = HashMap::new();
+        for (ch, q) in &got {
+            let id = peer.request(Body::RequestProofOfSpace { quality: *q }).await;
+            asked.insert(id, ProofExpectation { quality: *q, challenge: *ch, plot_size: sizes[q] });
+        }
+        let mut plots = BTreeSet::new();
+        while !asked.is_empty() {
+            let m = peer.recv(t).await.expect("an answer to every proof request");
+            let expected =
+                asked.remove(&m.id.expect("answers carry the request id")).expect("asked");
+            match m.body {
+                Body::RespondProofOfSpace { quality, proof } => {
+                    let id = check_proof(&expected, &pool, &quality, &proof)
+                        .unwrap_or_else(|e| panic!("invalid proof: {e:?}"));
+                    plots.insert(id);
+                }
+                other => panic!("proof request answered with {other:?}"),
+            }
+        }
+        assert!(plots.len() >= 2, "proofs from more than one plot (so more than one shard)");
+        // Three shards of the one disk, each serving some of its plots.
+        let text = http_get(metrics_port, "/metrics");
+        let shards: BTreeSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("harvester_plots_active{"))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect();
+        assert_eq!(shards.len(), 3, "three shards in /metrics: {shards:?}");
+        for (i, name) in shards.iter().enumerate() {
+            assert!(name.ends_with(&format!("#{i}")), "shard names disk#i: {shards:?}");
+        }
+        drop(harvester);
+    });
+}

@@ -148,6 +148,10 @@ pub struct EngineConfig {
     pub direct_io: bool,
     /// Reads in flight per disk; never more than the device's queue depth.
     pub reads_in_flight_max: usize,
+    /// Shards (threads and rings) per disk. A disk's plots are split among them and so is
+    /// `reads_in_flight_max`; more than one lets a fast disk (NVMe, or plots in the page
+    /// cache) use more than one core for decoding.
+    pub shards_per_disk: usize,
     /// A challenge's lookups on one disk are answered as timed out after this long.
     pub lookup_deadline_seconds: f64,
     /// A proof fetch is answered as timed out after this long.
@@ -171,6 +175,7 @@ impl Default for EngineConfig {
             backend: BackendKind::Uring,
             direct_io: true,
             reads_in_flight_max: 64,
+            shards_per_disk: 1,
             lookup_deadline_seconds: 20.0,
             proof_deadline_seconds: 20.0,
             read_stuck_after_seconds: 1.0,
@@ -312,10 +317,11 @@ impl Config {
         if !(retry.is_finite() && (0.0..=31_536_000.0).contains(&retry)) {
             return Err(bad("plots.retry_quarantined_after_seconds", format!("{retry}")));
         }
-        let counts: [(&'static str, usize, usize); 10] = [
+        let counts: [(&'static str, usize, usize); 11] = [
             ("plots.open_threads", self.plots.open_threads, 256),
             ("plots.plots_max", self.plots.plots_max, 10_000_000),
             ("engine.reads_in_flight_max", self.engine.reads_in_flight_max, 4096),
+            ("engine.shards_per_disk", self.engine.shards_per_disk, 64),
             ("engine.lookups_active_max", self.engine.lookups_active_max, 1 << 20),
             ("engine.jobs_queued_max", self.engine.jobs_queued_max, 1 << 20),
             ("engine.proof_jobs_queued_max", self.engine.proof_jobs_queued_max, 1 << 20),

@@ -392,7 +392,7 @@ impl Connection {
             return self.send_error(id, ErrorCode::PlotUnavailable, text.into()).await;
         };
         let tag = self.tag();
-        self.shared.engine.proof(&info.disk, plot, challenge, index, &self.sink, tag);
+        self.shared.engine.proof(info, challenge, index, &self.sink, tag);
         self.jobs.insert(
             tag,
             JobKind::Proof {

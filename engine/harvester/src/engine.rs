@@ -62,7 +62,7 @@ pub struct Registry {
     /// Bumped on every change, so connections can cache their selection.
     pub generation: u64,
     pub plots: HashMap<PlotKey, Arc<PlotInfo>>,
-    /// Plots of each disk (shard).
+    /// Plots of each shard (a disk, or a part of one: see [`Engine::shard_name`]).
     pub by_disk: BTreeMap<String, Vec<PlotKey>>,
 }
 
@@ -158,13 +158,13 @@ impl Engine {
         let mut plots = old.plots.clone();
         for key in removed {
             if let Some(info) = plots.remove(key) {
-                if let Some(s) = lock(&self.shards).get(&info.disk) {
+                if let Some(s) = lock(&self.shards).get(&self.shard_name(&info)) {
                     let _ = s.commands.send(Command::RemovePlot { key: *key });
                 }
             }
         }
         for Added { info, plot } in added {
-            let commands = match self.shard_for(&info.disk, &info.path) {
+            let commands = match self.shard_for(&self.shard_name(&info), &info.path) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(disk = %info.disk, plot = %info.path.display(),
@@ -183,13 +183,24 @@ impl Engine {
         }
         let mut by_disk: BTreeMap<String, Vec<PlotKey>> = BTreeMap::new();
         for (key, info) in &plots {
-            by_disk.entry(info.disk.clone()).or_default().push(*key);
+            by_disk.entry(self.shard_name(info)).or_default().push(*key);
         }
         for keys in by_disk.values_mut() {
             keys.sort();
         }
         let next = Registry { generation: old.generation + 1, plots, by_disk };
         *lock(&self.registry) = Arc::new(next);
+    }
+
+    /// The shard that serves a plot: its disk, or with `shards_per_disk` S > 1 one of the S
+    /// shards of its disk, named `disk#i` (plots spread by key).
+    pub fn shard_name(&self, info: &PlotInfo) -> String {
+        let parts = self.config.shards_per_disk.max(1) as u64;
+        if parts == 1 {
+            info.disk.clone()
+        } else {
+            format!("{}#{}", info.disk, info.key.0 % parts)
+        }
     }
 
     fn shard_for(&self, disk: &str, example: &Path) -> std::io::Result<Sender<Command>> {
@@ -203,7 +214,13 @@ impl Engine {
         let device_depth = disk_io::device::disk_of(example)
             .map(|d| d.queue_depth_max as usize)
             .unwrap_or(self.config.reads_in_flight_max);
-        let depth = self.config.reads_in_flight_max.min(device_depth.max(1));
+        // The disk's shards share its queue.
+        let depth = self
+            .config
+            .reads_in_flight_max
+            .min(device_depth.max(1))
+            .div_ceil(self.config.shards_per_disk.max(1))
+            .max(1);
         let c = &self.config;
         let config = ShardConfig {
             name: disk.to_string(),
@@ -315,18 +332,18 @@ impl Engine {
         jobs
     }
 
-    /// Fetches the full proof of entry `index` of `challenge` in `plot` on `disk`.
+    /// Fetches the full proof of entry `index` of `challenge` in the plot `info`.
     pub fn proof(
         &self,
-        disk: &str,
-        plot: PlotKey,
+        info: &PlotInfo,
         challenge: [u8; 32],
         index: u32,
         sink: &EventSink,
         tag: u64,
     ) {
-        let work = Work::Proof { plot, challenge, index, mode: self.mode() };
-        self.submit(disk, work, seconds(self.config.proof_deadline_seconds), sink, tag);
+        let work = Work::Proof { plot: info.key, challenge, index, mode: self.mode() };
+        let deadline = seconds(self.config.proof_deadline_seconds);
+        self.submit(&self.shard_name(info), work, deadline, sink, tag);
     }
 
     /// Stops every shard (their threads end once their queued jobs are answered).

@@ -2,6 +2,10 @@
 # The engine against its baselines, on the same files in one go: fio random reads (same mean
 # read size, same queue depth, O_DIRECT, io_uring), the engine cold (O_DIRECT) and warm, and
 # chiapos (30-thread pool) warm and from a cold page cache. Prints the ratios.
+# Every run serves the same plots: the fixtures, each `--copies` times (loadgen opens the file
+# once per copy under distinct keys; chiapos gets one DiskProver per copy). The engine runs with
+# one shard per disk and with one per core (`--shards-per-disk`, the daemon's
+# `engine.shards_per_disk`), since a warm lookup is CPU-bound.
 # chiapos "cold" starts with the plots evicted from the page cache (POSIX_FADV_DONTNEED) and
 # reads buffered, so the cache warms up during its run: an upper bound for chiapos on cold
 # disks. The engine's cold run reads every byte with O_DIRECT, so it stays cold throughout.
@@ -28,10 +32,15 @@ mkdir -p "$out"
 plots="$repo/fixtures/plots"
 loadgen="$repo/target/release/loadgen"
 
-"$loadgen" --plots "$plots" --copies "$copies" --challenges "$challenges" --reads-in-flight "$qd" \
-  --concurrency 8 --cache cold --json "$out/cold.json"
-"$loadgen" --plots "$plots" --copies "$copies" --challenges "$challenges" --reads-in-flight "$qd" \
-  --concurrency 8 --cache warm --json "$out/warm.json"
+cores=$(nproc)
+for cache in cold warm; do
+  for shards in 1 "$cores"; do
+    "$loadgen" --plots "$plots" --copies "$copies" --challenges "$challenges" --reads-in-flight "$qd" \
+      --concurrency 8 --cache "$cache" --shards-per-disk "$shards" --json "$out/$cache-$shards.json"
+  done
+done
+cp "$out/cold-1.json" "$out/cold.json"
+cp "$out/warm-1.json" "$out/warm.json"
 mean=$("$python" -c "import json;print(int(json.load(open('$out/cold.json'))['read_bytes_mean']))")
 # The nearest multiple of 4 KiB to the engine's mean read (reads are whole 4 KiB blocks).
 bs=$(( (mean + 2048) / 4096 * 4096 ))
@@ -40,19 +49,20 @@ fio --name=baseline --filename="$files" --rw=randread --bs="$bs" --direct=1 --io
   --iodepth="$qd" --time_based --runtime=10 --ramp_time=1 --randrepeat=0 --norandommap \
   --output-format=json >"$out/fio.json"
 for ((i = 0; i < challenges; i++)); do printf 'loadgen%08d' "$i" | sha256sum | cut -d' ' -f1; done >"$out/challenges.txt"
-"$python" "$repo/scripts/oracle.py" bench-prove --threads 30 --plots "$plots"/*.plot \
+"$python" "$repo/scripts/oracle.py" bench-prove --threads 30 --copies "$copies" --plots "$plots"/*.plot \
   --challenges-file "$out/challenges.txt" >"$out/chiapos.json"
 "$python" -c '
 import os, sys
 for p in sys.argv[1:]:
     fd = os.open(p, os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)
 ' "$plots"/*.plot
-"$python" "$repo/scripts/oracle.py" bench-prove --threads 30 --no-warm --plots "$plots"/*.plot \
-  --challenges-file "$out/challenges.txt" >"$out/chiapos-cold.json"
-"$python" - "$out" "$copies" <<'PY'
+"$python" "$repo/scripts/oracle.py" bench-prove --threads 30 --copies "$copies" --no-warm \
+  --plots "$plots"/*.plot --challenges-file "$out/challenges.txt" >"$out/chiapos-cold.json"
+"$python" - "$out" "$copies" "$cores" <<'PY'
 import json, os, sys
-out, copies = sys.argv[1], int(sys.argv[2])
+out, copies, cores = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 cold = json.load(open(f"{out}/cold.json")); warm = json.load(open(f"{out}/warm.json"))
+cold_n = json.load(open(f"{out}/cold-{cores}.json")); warm_n = json.load(open(f"{out}/warm-{cores}.json"))
 fio = json.load(open(f"{out}/fio.json"))["jobs"][0]["read"]
 chia = json.load(open(f"{out}/chiapos.json"))
 chia_cold = json.load(open(f"{out}/chiapos-cold.json"))
@@ -61,8 +71,13 @@ print(f"machine: {os.cpu_count()} cores; {cold['plots']} plots ({cold['files']} 
 print(f"  fio randread bs={fio['bs_mean'] if 'bs_mean' in fio else ''} O_DIRECT io_uring: {fio['iops']:.0f} IOPS")
 print(f"  engine cold (O_DIRECT): {cold['read_iops']:.0f} read IOPS (mean read {cold['read_bytes_mean']:.0f} B), "
       f"{cold['lookups_per_second']:.0f} lookups/s -> {cold['read_iops'] / fio['iops']:.2f} of fio")
-print(f"  engine warm: {warm['lookups_per_second']:.0f} lookups/s; chiapos warm (30 threads): "
-      f"{chia['lookups_per_second']:.0f} lookups/s -> {warm['lookups_per_second'] / chia['lookups_per_second']:.1f}x")
+print(f"  engine cold, {cores} shards per disk: {cold_n['read_iops']:.0f} read IOPS -> "
+      f"{cold_n['read_iops'] / fio['iops']:.2f} of fio")
+print(f"  chiapos warm (30 threads, {chia['plots']} provers): {chia['lookups_per_second']:.0f} lookups/s")
+print(f"  engine warm, 1 shard per disk: {warm['lookups_per_second']:.0f} lookups/s -> "
+      f"{warm['lookups_per_second'] / chia['lookups_per_second']:.1f}x chiapos")
+print(f"  engine warm, {cores} shards per disk: {warm_n['lookups_per_second']:.0f} lookups/s -> "
+      f"{warm_n['lookups_per_second'] / chia['lookups_per_second']:.1f}x chiapos")
 print(f"  engine cold: {cold['lookups_per_second']:.0f} lookups/s; chiapos from a cold cache (30 threads, "
       f"cache warming as it runs): {chia_cold['lookups_per_second']:.0f} lookups/s -> "
       f"{cold['lookups_per_second'] / chia_cold['lookups_per_second']:.1f}x")

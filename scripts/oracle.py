@@ -56,7 +56,7 @@ Subcommands
       From DiskProver get_id/get_memo/get_size ("size" is k, chiapos' name for it);
       a plot that cannot be opened gets nulls and an "error".
 
-  bench-prove --plots P... --challenges-file F [--threads 30] [--proofs] [--no-warm]
+  bench-prove --plots P... --challenges-file F [--threads 30] [--copies 1] [--proofs] [--no-warm]
       Warm-cache speed of chiapos as the reference harvester runs it: one DiskProver per
       plot opened up front, a ThreadPoolExecutor of N threads, one task per (challenge,
       plot): get_qualities_for_challenge and, with --proofs, get_full_proof for every
@@ -559,7 +559,11 @@ def bench_prove(args):
         raise OracleError("--threads must be at least 1")
     challenges = read_challenges(args.challenges_file)
     warmed = False if args.no_warm else warm(args.plots)
-    provers = [open_prover(p) for p in args.plots]
+    if args.copies < 1:
+        raise OracleError("--copies must be at least 1")
+    # Copies: several provers per file, as a farm of identical plots would have (the engine's
+    # loadgen serves the same N copies).
+    provers = [open_prover(p) for p in args.plots for _ in range(args.copies)]
 
     def one(prover, ch):
         qualities = prover.get_qualities_for_challenge(ch)
@@ -581,7 +585,8 @@ def bench_prove(args):
     json.dump({
         "lookups": lookups, "qualities": qualities, "proofs": proofs, "seconds": seconds,
         "lookups_per_second": lookups / seconds, "proofs_per_second": proofs / seconds,
-        "plots": len(provers), "challenges": len(challenges), "threads": args.threads,
+        "plots": len(provers), "copies": args.copies, "challenges": len(challenges),
+        "threads": args.threads,
         "with_proofs": args.proofs, "warmed": warmed,
         "implementation": f"chiapos {CHIAPOS_VERSION}",
     }, sys.stdout)
@@ -730,6 +735,8 @@ def parser():
     p.add_argument("--challenges-file", required=True, metavar="F",
                    help="one hex challenge per line")
     p.add_argument("--threads", type=int, default=30, help="thread pool size (default 30)")
+    p.add_argument("--copies", type=int, default=1, metavar="N",
+                   help="provers per plot file (default 1)")
     p.add_argument("--proofs", action="store_true", help="also fetch every full proof")
     p.add_argument("--no-warm", action="store_true", help="do not read the plots before timing")
     p.set_defaults(run=bench_prove)

@@ -214,6 +214,10 @@ struct Waiter {
     index: usize,
 }
 
+/// While reaping, the reads produced so far are submitted after every this many completions
+/// (see `Shard::refill`).
+const REFILL_EVERY_COMPLETIONS: usize = 8;
+
 /// Reads are widened to whole blocks of this size (the largest logical block size of disks
 /// in use), so that lookups wanting different bytes of one block share one read.
 const COALESCE_BLOCK_BYTES: u64 = 4096;
@@ -677,6 +681,18 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         }
     }
 
+    /// While a long batch of completions is being decoded, hands the reads it produced so far
+    /// to the kernel: otherwise the device's queue drains until the whole batch is done (at
+    /// 64 completions, a few hundred microseconds of decoding on a cold disk).
+    fn refill(&mut self) {
+        if self.reads_waiting() && self.backend.in_flight() < self.backend.reads_in_flight_max() {
+            self.send_reads();
+            if let Err(e) = self.backend.submit_and_wait(None) {
+                eprintln!("shard {}: submit failed: {e}", self.config.name);
+            }
+        }
+    }
+
     /// The read a waiter stands for, if its lookup still wants it.
     fn waiter_request(&self, w: Waiter) -> Option<(FileId, ReadRequest, u64)> {
         let a = self.active.get(w.slot)?.as_ref()?;
@@ -692,7 +708,14 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         let mut completions = std::mem::take(&mut self.completions);
         self.backend.drain(&mut completions);
         let now = self.clock.now();
-        for c in completions.drain(..) {
+        // With O_DIRECT every read waits on the device: keep its queue full while decoding.
+        // Buffered reads of cached pages complete at submit, so there it only adds system calls
+        // (measured: about 4 % fewer warm lookups/s).
+        let refill = self.config.direct_io != DirectIo::Off;
+        for (i, c) in completions.drain(..).enumerate() {
+            if refill && i > 0 && i % REFILL_EVERY_COMPLETIONS == 0 {
+                self.refill();
+            }
             if Some(c.tag) == self.probe_tag {
                 self.probe_done(c);
                 continue;

@@ -183,6 +183,10 @@ fn open_files() -> usize {
 }
 
 fn main() {
+    // The engine's warnings (submit failures, O_DIRECT fallbacks) on stderr; RUST_LOG for more.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {

@@ -70,9 +70,9 @@ impl FallbackLog {
     pub(crate) fn record(&mut self, path: &Path, fallback: Fallback) {
         self.count += 1;
         if self.count == 1 {
-            eprintln!(
-                "disk-io: reading {} buffered: {}; further fallbacks are only counted",
-                path.display(),
+            tracing::warn!(
+                file = %path.display(),
+                "reading buffered: {}; further fallbacks are only counted",
                 fallback.reason()
             );
         }

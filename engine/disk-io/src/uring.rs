@@ -572,9 +572,10 @@ impl Drop for UringBackend {
             }
         }
         LEAKED_BUFFER_BYTES.fetch_add(leaked_bytes as u64, Ordering::Relaxed);
-        eprintln!(
-            "disk-io: {} reads still in the kernel after {:?}; leaking their {leaked_bytes} buffer bytes",
-            self.reads_in_table, self.config.drop_wait_max
+        tracing::error!(
+            reads = self.reads_in_table,
+            "reads still in the kernel after {:?}; leaking their {leaked_bytes} buffer bytes",
+            self.config.drop_wait_max
         );
     }
 }

@@ -577,12 +577,16 @@ impl Connection {
         error: String,
     ) -> Result<(), ConnectionEnd> {
         let registry = self.registry();
-        let (path, disk) = registry
-            .plots
-            .get(&plot)
+        let info = registry.plots.get(&plot);
+        let (path, disk) = info
             .map(|i| (i.path.display().to_string(), i.disk.clone()))
             .unwrap_or_else(|| (format!("#{}", plot.0), "?".into()));
         match self.jobs.get_mut(&tag) {
+            // A plot removed or quarantined after the challenge was queued: expected, and
+            // already reported (with its path) when it left; one line per challenge would flood.
+            Some(JobKind::Challenge { .. }) if info.is_none() => {
+                tracing::debug!(plot = plot.0, "lookup of a plot no longer served: {error}");
+            }
             Some(JobKind::Challenge { .. }) => {
                 tracing::warn!(plot = %path, disk = %disk, "lookup failed: {error}");
             }

@@ -395,7 +395,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         if self.backend.in_flight() > 0 || self.reads_waiting() {
             let wait = self.wait_budget();
             if let Err(e) = self.backend.submit_and_wait(Some(wait)) {
-                eprintln!("shard {}: submit failed: {e}", self.config.name);
+                tracing::warn!(disk = %self.config.name, "submit failed: {e}");
             }
         }
     }
@@ -688,7 +688,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         if self.reads_waiting() && self.backend.in_flight() < self.backend.reads_in_flight_max() {
             self.send_reads();
             if let Err(e) = self.backend.submit_and_wait(None) {
-                eprintln!("shard {}: submit failed: {e}", self.config.name);
+                tracing::warn!(disk = %self.config.name, "submit failed: {e}");
             }
         }
     }
@@ -812,11 +812,8 @@ impl<B: Backend, C: Clock> Shard<B, C> {
     fn quarantine(&mut self, plot: PlotKey, reason: String) {
         // Once: later failures of lookups already running are not news.
         if let Some(p) = self.plots.get_mut(&plot).filter(|p| p.quarantined.is_none()) {
-            eprintln!(
-                "shard {}: plot {} quarantined: {reason}",
-                self.config.name,
-                p.path.display()
-            );
+            // The daemon logs it with the plot's path when the event reaches it.
+            tracing::debug!(disk = %self.config.name, plot = %p.path.display(), "plot quarantined: {reason}");
             p.quarantined = Some(reason.clone());
             self.snapshot.counters.plots_quarantined += 1;
             self.emit(Event::PlotQuarantined { plot, reason });
@@ -917,10 +914,9 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             self.degraded = true;
             self.snapshot.counters.degraded_episodes += 1;
             self.next_probe = now + self.config.probe_interval;
-            eprintln!(
-                "shard {}: disk degraded: a read has been in flight for read_stuck_after ({:?})",
-                self.config.name, self.config.read_stuck_after
-            );
+            // Reported as an event too (the daemon logs it); here for the shard's own trace.
+            tracing::debug!(disk = %self.config.name, read_stuck_after = ?self.config.read_stuck_after,
+                "disk degraded: a read has been in flight for read_stuck_after");
             let shard = self.config.name.clone();
             self.emit(Event::DiskDegraded { shard });
             // Jobs still queued are held back: answered at once as rejected.
@@ -960,7 +956,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
                 self.backend.recycle(buf);
                 self.degraded = false;
                 self.recovered_at = self.clock.now();
-                eprintln!("shard {}: disk recovered (probe read succeeded)", self.config.name);
+                tracing::debug!(disk = %self.config.name, "disk recovered (probe read succeeded)");
                 let shard = self.config.name.clone();
                 self.emit(Event::DiskRecovered { shard });
             }

@@ -33,21 +33,32 @@ plots="$repo/fixtures/plots"
 loadgen="$repo/target/release/loadgen"
 
 cores=$(nproc)
-for cache in cold warm; do
-  for shards in 1 "$cores"; do
-    "$loadgen" --plots "$plots" --copies "$copies" --challenges "$challenges" --reads-in-flight "$qd" \
-      --concurrency 8 --cache "$cache" --shards-per-disk "$shards" --json "$out/$cache-$shards.json"
-  done
-done
-cp "$out/cold-1.json" "$out/cold.json"
+engine() { # cache shards json
+  "$loadgen" --plots "$plots" --copies "$copies" --challenges "$challenges" --reads-in-flight "$qd" \
+    --concurrency 8 --cache "$1" --shards-per-disk "$2" --json "$3"
+}
+for shards in 1 "$cores"; do engine warm "$shards" "$out/warm-$shards.json"; done
 cp "$out/warm-1.json" "$out/warm.json"
-mean=$("$python" -c "import json;print(int(json.load(open('$out/cold.json'))['read_bytes_mean']))")
-# The nearest multiple of 4 KiB to the engine's mean read (reads are whole 4 KiB blocks).
-bs=$(( (mean + 2048) / 4096 * 4096 ))
+# Cold: this virtual disk's speed drifts by 20 % within a minute, so fio and the engine take
+# turns, three rounds of fio then the engine at 1 and at nproc shards; each ratio is against
+# the fio run just before it, and the report gives every round and the median.
 files=$(ls "$plots"/*.plot | paste -sd:)
-fio --name=baseline --filename="$files" --rw=randread --bs="$bs" --direct=1 --ioengine=io_uring \
-  --iodepth="$qd" --time_based --runtime=10 --ramp_time=1 --randrepeat=0 --norandommap \
-  --output-format=json >"$out/fio.json"
+rounds=3
+for ((r = 1; r <= rounds; r++)); do
+  if [[ $r == 1 ]]; then
+    engine cold 1 "$out/cold-1-r1.json"
+    mean=$("$python" -c "import json;print(int(json.load(open('$out/cold-1-r1.json'))['read_bytes_mean']))")
+    # The nearest multiple of 4 KiB to the engine's mean read (reads are whole 4 KiB blocks).
+    bs=$(( (mean + 2048) / 4096 * 4096 ))
+  fi
+  fio --name=baseline --filename="$files" --rw=randread --bs="$bs" --direct=1 --ioengine=io_uring \
+    --iodepth="$qd" --time_based --runtime=5 --ramp_time=1 --randrepeat=0 --norandommap \
+    --output-format=json >"$out/fio-r$r.json"
+  [[ $r == 1 ]] || engine cold 1 "$out/cold-1-r$r.json"
+  engine cold "$cores" "$out/cold-$cores-r$r.json"
+done
+cp "$out/cold-1-r1.json" "$out/cold.json"
+cp "$out/fio-r1.json" "$out/fio.json"
 for ((i = 0; i < challenges; i++)); do printf 'loadgen%08d' "$i" | sha256sum | cut -d' ' -f1; done >"$out/challenges.txt"
 "$python" "$repo/scripts/oracle.py" bench-prove --threads 30 --copies "$copies" --plots "$plots"/*.plot \
   --challenges-file "$out/challenges.txt" >"$out/chiapos.json"
@@ -58,21 +69,28 @@ for p in sys.argv[1:]:
 ' "$plots"/*.plot
 "$python" "$repo/scripts/oracle.py" bench-prove --threads 30 --copies "$copies" --no-warm \
   --plots "$plots"/*.plot --challenges-file "$out/challenges.txt" >"$out/chiapos-cold.json"
-"$python" - "$out" "$copies" "$cores" <<'PY'
-import json, os, sys
-out, copies, cores = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+"$python" - "$out" "$copies" "$cores" "$rounds" <<'PY'
+import json, os, statistics, sys
+out, copies, cores, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 cold = json.load(open(f"{out}/cold.json")); warm = json.load(open(f"{out}/warm.json"))
-cold_n = json.load(open(f"{out}/cold-{cores}.json")); warm_n = json.load(open(f"{out}/warm-{cores}.json"))
+warm_n = json.load(open(f"{out}/warm-{cores}.json"))
+load = lambda name: json.load(open(f"{out}/{name}.json"))
+fios = [load(f"fio-r{r}")["jobs"][0]["read"]["iops"] for r in range(1, rounds + 1)]
+ones = [load(f"cold-1-r{r}")["read_iops"] for r in range(1, rounds + 1)]
+ns = [load(f"cold-{cores}-r{r}")["read_iops"] for r in range(1, rounds + 1)]
 fio = json.load(open(f"{out}/fio.json"))["jobs"][0]["read"]
 chia = json.load(open(f"{out}/chiapos.json"))
 chia_cold = json.load(open(f"{out}/chiapos-cold.json"))
 print(f"machine: {os.cpu_count()} cores; {cold['plots']} plots ({cold['files']} files x {copies}), "
       f"{cold['challenges']} challenges, reads in flight {cold['reads_in_flight_max']}")
-print(f"  fio randread bs={fio['bs_mean'] if 'bs_mean' in fio else ''} O_DIRECT io_uring: {fio['iops']:.0f} IOPS")
-print(f"  engine cold (O_DIRECT): {cold['read_iops']:.0f} read IOPS (mean read {cold['read_bytes_mean']:.0f} B), "
-      f"{cold['lookups_per_second']:.0f} lookups/s -> {cold['read_iops'] / fio['iops']:.2f} of fio")
-print(f"  engine cold, {cores} shards per disk: {cold_n['read_iops']:.0f} read IOPS -> "
-      f"{cold_n['read_iops'] / fio['iops']:.2f} of fio")
+print(f"  cold read IOPS by round (fio randread O_DIRECT io_uring, mean read {cold['read_bytes_mean']:.0f} B "
+      f"rounded to 4 KiB; the engine just after):")
+for r in range(rounds):
+    print(f"    round {r + 1}: fio {fios[r]:.0f}; engine 1 shard {ones[r]:.0f} -> {ones[r] / fios[r]:.2f}; "
+          f"{cores} shards {ns[r]:.0f} -> {ns[r] / fios[r]:.2f}")
+print(f"  engine cold read IOPS / fio, median of {rounds}: 1 shard per disk "
+      f"{statistics.median(o / f for o, f in zip(ones, fios)):.2f}, {cores} shards per disk "
+      f"{statistics.median(n / f for n, f in zip(ns, fios)):.2f}")
 print(f"  chiapos warm (30 threads, {chia['plots']} provers): {chia['lookups_per_second']:.0f} lookups/s")
 print(f"  engine warm, 1 shard per disk: {warm['lookups_per_second']:.0f} lookups/s -> "
       f"{warm['lookups_per_second'] / chia['lookups_per_second']:.1f}x chiapos")

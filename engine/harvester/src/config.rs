@@ -156,7 +156,8 @@ pub struct EngineConfig {
     pub lookup_deadline_seconds: f64,
     /// A proof fetch is answered as timed out after this long.
     pub proof_deadline_seconds: f64,
-    /// A read in flight this long marks its disk degraded.
+    /// A read in flight this long, with no read of its disk completed meanwhile, marks the
+    /// disk degraded.
     pub read_stuck_after_seconds: f64,
     pub lookups_active_max: usize,
     pub jobs_queued_max: usize,

@@ -61,7 +61,8 @@ pub struct ShardConfig {
     pub publish_interval: Duration,
     /// Longest sleep on the command channel when there is nothing to do.
     pub idle_wait_max: Duration,
-    /// A read in flight this long marks the disk degraded (stuck, not merely slow).
+    /// A read in flight this long, with no read completed meanwhile, marks the disk degraded
+    /// (stuck, not merely slow).
     pub read_stuck_after: Duration,
     pub direct_io: DirectIo,
 }
@@ -267,6 +268,9 @@ pub struct Shard<B: Backend, C: Clock> {
     degraded: bool,
     /// When the disk last recovered (reads pushed before it no longer mark it stuck).
     recovered_at: Duration,
+    /// When the backend last completed a read (successfully or not): the disk's last sign of
+    /// life.
+    last_completion: Duration,
     next_probe: Duration,
     probe_tag: Option<u64>,
     snapshot: Snapshot,
@@ -304,6 +308,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             completions: Vec::new(),
             degraded: false,
             recovered_at: Duration::ZERO,
+            last_completion: Duration::ZERO,
             next_probe: Duration::ZERO,
             probe_tag: None,
             snapshot: Snapshot::default(),
@@ -708,6 +713,9 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         let mut completions = std::mem::take(&mut self.completions);
         self.backend.drain(&mut completions);
         let now = self.clock.now();
+        if !completions.is_empty() {
+            self.last_completion = now;
+        }
         // With O_DIRECT every read waits on the device: keep its queue full while decoding.
         // Buffered reads of cached pages complete at submit, so there it only adds system calls
         // (measured: about 4 % fewer warm lookups/s).
@@ -903,20 +911,24 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             // but no new lookup may wait on them.
             self.by_block.clear();
         }
-        // Degraded means stuck, not slow: a read has been in the kernel for `read_stuck_after`.
-        // Checked on every tick, so a stuck disk is noticed with or without a job expiring.
-        // Reads already counted against the disk before its last recovery do not count again.
+        // Degraded means stuck, not slow: a read has been in the kernel for `read_stuck_after`
+        // and in that time the disk completed nothing. A busy HDD whose queue makes reads wait
+        // longer than that still completes a read every few milliseconds, so it is slow, not
+        // stuck. Checked on every tick, so a stuck disk is noticed with or without a job
+        // expiring. Reads already counted against the disk before its last recovery do not
+        // count again.
         let since = self.recovered_at;
         let oldest = self.in_flight.values().map(|r| r.pushed).filter(|&t| t >= since).min();
-        let read_stuck =
-            oldest.is_some_and(|t| now.saturating_sub(t) >= self.config.read_stuck_after);
+        let limit = self.config.read_stuck_after;
+        let read_stuck = oldest.is_some_and(|t| now.saturating_sub(t) >= limit)
+            && now.saturating_sub(self.last_completion) >= limit;
         if read_stuck && !self.degraded {
             self.degraded = true;
             self.snapshot.counters.degraded_episodes += 1;
             self.next_probe = now + self.config.probe_interval;
             // Reported as an event too (the daemon logs it); here for the shard's own trace.
             tracing::debug!(disk = %self.config.name, read_stuck_after = ?self.config.read_stuck_after,
-                "disk degraded: a read has been in flight for read_stuck_after");
+                "disk degraded: a read has waited read_stuck_after with no read completed");
             let shard = self.config.name.clone();
             self.emit(Event::DiskDegraded { shard });
             // Jobs still queued are held back: answered at once as rejected.

@@ -73,7 +73,7 @@ struct Rig {
 }
 
 fn rig(seed: u64, faults: Faults, fixtures: &[Fixture], reads_in_flight_max: usize) -> Rig {
-    rig_with(seed, faults, fixtures, reads_in_flight_max, |_| {})
+    rig_with(seed, faults, fixtures, reads_in_flight_max, |_| {}, |_| {})
 }
 
 fn rig_with(
@@ -81,11 +81,13 @@ fn rig_with(
     faults: Faults,
     fixtures: &[Fixture],
     reads_in_flight_max: usize,
+    disk_tweak: impl FnOnce(&mut SimConfig),
     tweak: impl FnOnce(&mut ShardConfig),
 ) -> Rig {
     let clock = SimClock::new();
     let mut config = SimConfig::new(seed, reads_in_flight_max);
     config.faults = faults;
+    disk_tweak(&mut config);
     let disk = SimDisk::new(config, clock.clone());
     for f in fixtures {
         disk.add_file(&f.path, f.bytes.clone());
@@ -241,10 +243,17 @@ fn proofs_go_ahead_of_lookups_and_have_their_own_limit() {
     let fx = fixtures();
     let latency =
         Latency::Uniform { min: Duration::from_micros(200), max: Duration::from_millis(1) };
-    let mut rig = rig_with(3, Faults::with_latency(latency), &fx, 1, |c| {
-        c.jobs_queued_max = 2;
-        c.proof_jobs_queued_max = 3;
-    });
+    let mut rig = rig_with(
+        3,
+        Faults::with_latency(latency),
+        &fx,
+        1,
+        |_| {},
+        |c| {
+            c.jobs_queued_max = 2;
+            c.proof_jobs_queued_max = 3;
+        },
+    );
     // Proofs to fetch: the first entries the decoder finds for some challenges.
     let mut proofs = Vec::new();
     for c in challenges("sim-priority", 200) {
@@ -371,15 +380,57 @@ fn faults_never_break_the_one_outcome_rule() {
         eprintln!("seed {seed}: {} jobs, {timed_out} timed out, {errors} plot errors, degraded {degraded}", set.len());
         assert!(errors > 0, "EIO must surface as plot errors");
         if seed % 2 == 0 {
-            assert!(
-                degraded && timed_out > 0,
-                "hung reads must time jobs out and degrade the disk"
-            );
+            // A few lost reads among many that complete: their jobs time out; the disk is
+            // degraded only if lost reads fill its queue (then nothing completes).
+            assert!(timed_out > 0, "hung reads must time their jobs out");
         }
         rig.disk.unhang();
         rig.drain();
         rig.disk.stats().check();
     }
+}
+
+/// Slow is not stuck: a disk that serves one read at a time (an HDD) in 20 to 40 ms, with 32
+/// reads queued, keeps reads waiting about 1 s, far past `read_stuck_after` (90 ms here), but
+/// completes one every 30 ms. It is never marked degraded, nothing is rejected and every job
+/// completes with the decoder's answers. (Before, the first read older than `read_stuck_after`
+/// flagged such a disk, and it flapped under load.)
+#[test]
+fn a_slow_disk_that_keeps_completing_reads_is_not_degraded() {
+    let fx = fixtures();
+    let latency =
+        Latency::Uniform { min: Duration::from_millis(20), max: Duration::from_millis(40) };
+    let hdd = |d: &mut SimConfig| d.device_reads_max = Some(1);
+    let mut rig = rig_with(5, Faults::with_latency(latency), &fx, 32, hdd, |_| {});
+    let set = challenges("sim-slow", 12);
+    let mut deadlines = HashMap::new();
+    for (i, c) in set.iter().enumerate() {
+        let work =
+            Work::Qualities { challenge: *c, plots: None, mode: Mode::Complete, proofs: false };
+        let deadline = Duration::from_secs(120);
+        rig.send(Job { id: i as u64, work, deadline });
+        deadlines.insert(i as u64, deadline);
+    }
+    let events = rig.run();
+    let statuses = check_outcomes(&deadlines, &events, Duration::from_millis(2));
+    assert!(statuses.values().all(|s| *s == JobStatus::Complete), "{statuses:?}");
+    assert!(
+        !events.iter().any(|(_, e)| matches!(e, Event::DiskDegraded { .. })),
+        "a slow disk that completes reads was flagged degraded"
+    );
+    for (i, c) in set.iter().enumerate() {
+        for (k, f) in fx.iter().enumerate() {
+            let want = expected(f, c, Goal::Qualities, Mode::Complete);
+            let got = events.iter().find_map(|(_, e)| match e {
+                Event::Found { job, plot, found } if *job == i as u64 && plot.0 == k as u64 => {
+                    Some(found.clone())
+                }
+                _ => None,
+            });
+            assert_eq!(got.unwrap_or_default(), want, "challenge {i} plot {k}");
+        }
+    }
+    rig.disk.stats().check();
 }
 
 /// A hung disk: jobs time out on their deadline, the disk is reported degraded, new jobs are

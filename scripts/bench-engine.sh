@@ -59,7 +59,10 @@ for ((r = 1; r <= rounds; r++)); do
 done
 cp "$out/cold-1-r1.json" "$out/cold.json"
 cp "$out/fio-r1.json" "$out/fio.json"
-for ((i = 0; i < challenges; i++)); do printf 'loadgen%08d' "$i" | sha256sum | cut -d' ' -f1; done >"$out/challenges.txt"
+# loadgen's challenges: sha256("loadgen" || i as 4 bytes, big-endian).
+"$python" -c 'import hashlib, sys
+for i in range(int(sys.argv[1])): print(hashlib.sha256(b"loadgen" + i.to_bytes(4, "big")).hexdigest())' \
+  "$challenges" >"$out/challenges.txt"
 "$python" "$repo/scripts/oracle.py" bench-prove --threads 30 --copies "$copies" --plots "$plots"/*.plot \
   --challenges-file "$out/challenges.txt" >"$out/chiapos.json"
 "$python" -c '

@@ -4,8 +4,12 @@
 # group limited to --iops read IOPS; loadgen (cold, O_DIRECT, one shard per disk, each shard
 # thread in its disk's cgroup) runs over 1 disk, then all N, then all N with the last disk stuck
 # (1 byte/s) and a short job deadline. Prints read IOPS against the sum of the limits, per disk.
+# Last, one slow disk (--slow-iops) among the others, chiapos against the engine: the same
+# challenges all at once on the same plots (one copy each), both given --slow-seconds; chiapos
+# (30 threads, its page cache kept cold) in a cgroup with the same per-disk limits. Prints the
+# lookups each answered per second, on the healthy disks and on the slow one.
 # Usage: sudo scripts/bench-multidisk.sh [--disks 4] [--iops 150] [--challenges 40] [--copies 20]
-#                                        [--concurrency 4] [--deadline-ms 15000]
+#             [--concurrency 4] [--deadline-ms 15000] [--slow-iops 3] [--slow-seconds 30]
 # Everything made carries the prefix bench-multidisk (images and mounts under
 # target/bench-multidisk, cgroups /sys/fs/cgroup/blkio/bench-multidisk-loopN); a trap removes it
 # on exit, also on failure, and a run first removes what a killed run left. Reports (JSON) stay in
@@ -18,7 +22,9 @@ challenges=40
 copies=20
 concurrency=4
 deadline_ms=15000
-usage() { sed -n '7,8s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+slow_iops=3
+slow_seconds=30
+usage() { sed -n '11,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 while [[ $# -gt 0 ]]; do
   [[ $# -ge 2 ]] || { usage >&2; exit 2; }
   case "$1" in
@@ -28,11 +34,13 @@ while [[ $# -gt 0 ]]; do
     --copies) copies="$2" ;;
     --concurrency) concurrency="$2" ;;
     --deadline-ms) deadline_ms="$2" ;;
+    --slow-iops) slow_iops="$2" ;;
+    --slow-seconds) slow_seconds="$2" ;;
     *) usage >&2; exit 2 ;;
   esac
   shift 2
 done
-for v in "$disks" "$iops" "$challenges" "$copies" "$concurrency" "$deadline_ms"; do
+for v in "$disks" "$iops" "$challenges" "$copies" "$concurrency" "$deadline_ms" "$slow_iops" "$slow_seconds"; do
   [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "bench-multidisk: not a positive number: $v" >&2; exit 2; }
 done
 [[ $(id -u) -eq 0 ]] || { echo "bench-multidisk: needs root (loop devices, mount, cgroups)" >&2; exit 1; }
@@ -47,11 +55,13 @@ say() { echo "bench-multidisk: $*" >&2; }
 
 # --- Cleanup, by prefix: cgroups (rules lifted first, so held reads complete), mounts, loops ---
 release_cgroup() {
-  local cg=$1 file dev rest tid
+  local cg=$1 file dev rest tid rules
   for file in blkio.throttle.read_bps_device blkio.throttle.read_iops_device; do
+    # Read whole first: lifting a rule rewrites the file being read.
+    rules=$(cat "$cg/$file")
     while read -r dev rest; do
       if [[ -n "$dev" ]]; then echo "$dev 0" >"$cg/$file" || say "$cg/$file: $dev 0 failed"; fi
-    done <"$cg/$file"
+    done <<<"$rules"
   done
   for _ in $(seq 100); do
     for tid in $(cat "$cg/tasks" 2>/dev/null); do echo "$tid" >"$cg_root/tasks" 2>/dev/null || true; done
@@ -108,6 +118,7 @@ if [[ ${#plots[@]} -lt 2 ]]; then
 fi
 cargo build --release --locked -p bench --bin loadgen --manifest-path "$repo/Cargo.toml" --quiet
 loadgen="$repo/target/release/loadgen"
+python=$("$repo/scripts/oracle-venv.sh" | tail -n 1)
 
 # --- The disks: image, loop device, ext4, mount, plots, a throttled cgroup ---
 mkdir -p "$lab" "$out"
@@ -161,9 +172,42 @@ echo "${devnos[$((disks - 1))]} 1" >"${cgroups[$((disks - 1))]}/blkio.throttle.r
 run stuck "${mounts[@]}" -- --deadline-ms "$deadline_ms"
 echo "${devnos[$((disks - 1))]} 0" >"${cgroups[$((disks - 1))]}/blkio.throttle.read_bps_device"
 
-python3 - "$out" "$disks" "$iops" "${names[$((disks - 1))]}" <<'PY'
+# --- One slow disk: chiapos and the engine, same plots, same challenges, same time ---
+last=$((disks - 1))
+# 8 challenges a second is about what the healthy disks can serve (3 x 150 IOPS / 9 reads per
+# lookup / 6 plots), so both have more work than the window.
+slow_challenges=$((slow_seconds * 8))
+echo "== $disks disks, ${names[$last]} slow ($slow_iops read IOPS): chiapos vs the engine, $slow_challenges challenges at once, ${slow_seconds} s each"
+echo "${devnos[$last]} $slow_iops" >"${cgroups[$last]}/blkio.throttle.read_iops_device"
+# loadgen's challenges, for chiapos too.
+"$python" -c 'import hashlib, sys
+for i in range(int(sys.argv[1])): print(hashlib.sha256(b"loadgen" + i.to_bytes(4, "big")).hexdigest())' \
+  "$slow_challenges" >"$out/slow-challenges.txt"
+plot_args=() slow_plots=()
+for m in "${mounts[@]}"; do plot_args+=(--plots "$m"); slow_plots+=("$m"/*.plot); done
+# The engine: every challenge in flight at once, the slow disk's jobs answered at the end of
+# the window (their deadline), so both count what they answered in the same time.
+"$loadgen" "${plot_args[@]}" --copies 1 --challenges "$slow_challenges" \
+  --concurrency "$slow_challenges" --deadline-ms "$((slow_seconds * 1000))" --cache cold \
+  --blkio-cgroup-prefix "$prefix" --json "$out/slow-engine.json" >/dev/null
+# chiapos: one process in one cgroup with the same limit on each device.
+cg_chiapos="$cg_root/$prefix-chiapos"
+mkdir "$cg_chiapos"
+for ((i = 0; i < disks; i++)); do
+  limit=$iops
+  [[ $i == "$last" ]] && limit=$slow_iops
+  echo "${devnos[$i]} $limit" >"$cg_chiapos/blkio.throttle.read_iops_device"
+done
+sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$cg_chiapos" "$python" "$repo/scripts/oracle.py" \
+  bench-prove --threads 30 --keep-cold --seconds "$slow_seconds" --plots "${slow_plots[@]}" \
+  --challenges-file "$out/slow-challenges.txt" >"$out/slow-chiapos.json"
+echo "${devnos[$last]} 0" >"${cgroups[$last]}/blkio.throttle.read_iops_device"
+echo "${devnos[$last]} $iops" >"${cgroups[$last]}/blkio.throttle.read_iops_device"
+
+python3 - "$out" "$disks" "$iops" "${names[$((disks - 1))]}" "${mounts[$last]}" "$slow_iops" <<'PY'
 import json, os, sys
 out, n, iops, stuck_disk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+slow_mount, slow_iops = sys.argv[5], int(sys.argv[6])
 r = {t: json.load(open(f"{out}/{t}.json")) for t in ("one", "all", "stuck")}
 def per_disk(j, skip=None):
     return ", ".join(f"{d['disk']} {d['read_iops']:.0f}" for d in j["disks"] if d["disk"] != skip)
@@ -185,5 +229,17 @@ print(f"  {stuck_disk} stuck, deadline {s['deadline_ms']} ms: the other {n - 1} 
       f"run {s['seconds']:.1f} s vs {a['seconds']:.1f} s; challenge p50 {s['challenge_ms']['p50']:.0f} ms max {s['challenge_ms']['max']:.0f} ms; "
       f"jobs timed out {s['timeouts']}, rejected {s['rejected']}; {stuck_disk}: {stuck['reads']} reads, degraded {stuck['degraded_episodes']}x; "
       f"per disk: {per_disk(s, stuck_disk)}")
-print("JSON: " + " ".join(f"{out}/{t}.json" for t in r))
+e, c = json.load(open(f"{out}/slow-engine.json")), json.load(open(f"{out}/slow-chiapos.json"))
+e_slow = sum(d["lookups_answered"] for d in e["disks"] if d["disk"] == stuck_disk)
+e_healthy = e["lookups_answered"] - e_slow
+c_slow = sum(v for p, v in c["lookups_by_plot"].items() if p.startswith(slow_mount + "/"))
+c_healthy = c["lookups"] - c_slow
+es, cs = e["seconds"], c["seconds"]
+print(f"  {stuck_disk} slow ({slow_iops} read IOPS), {e['challenges']} challenges x {e['plots']} plots submitted at once:")
+print(f"    lookups answered per second on the {n - 1} healthy disks: engine {e_healthy / es:.1f}, chiapos (30 threads) "
+      f"{c_healthy / cs:.1f} -> {(e_healthy / es) / max(c_healthy / cs, 1e-9):.1f}x")
+print(f"    on the slow disk: engine {e_slow / es:.2f}, chiapos {c_slow / cs:.2f}; in all: engine {e['lookups_answered'] / es:.1f}, "
+      f"chiapos {c['lookups'] / cs:.1f} -> {(e['lookups_answered'] / es) / max(c['lookups'] / cs, 1e-9):.1f}x "
+      f"(engine {es:.1f} s, chiapos {cs:.1f} s; chiapos finished {c['lookups']} of {c['lookups_submitted']})")
+print("JSON: " + " ".join(f"{out}/{t}.json" for t in [*r, "slow-engine", "slow-chiapos"]))
 PY

@@ -57,6 +57,7 @@ Subcommands
       a plot that cannot be opened gets nulls and an "error".
 
   bench-prove --plots P... --challenges-file F [--threads 30] [--copies 1] [--proofs] [--no-warm]
+              [--keep-cold] [--seconds T]
       Warm-cache speed of chiapos as the reference harvester runs it: one DiskProver per
       plot opened up front, a ThreadPoolExecutor of N threads, one task per (challenge,
       plot): get_qualities_for_challenge and, with --proofs, get_full_proof for every
@@ -95,8 +96,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from importlib.metadata import version
 
 from blspy import AugSchemeMPL
@@ -554,16 +556,37 @@ def warm(paths):
     return True
 
 
+def keep_cold(paths, stop):
+    """Evicts the plots from the page cache every 50 ms (POSIX_FADV_DONTNEED), so that a
+    buffered reader keeps going to the disk, as on a farm much larger than its RAM."""
+    fds = [os.open(p, os.O_RDONLY) for p in sorted(set(paths))]
+    try:
+        while True:
+            for fd in fds:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            if stop.wait(0.05):
+                return
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def bench_prove(args):
     if args.threads < 1:
         raise OracleError("--threads must be at least 1")
+    if args.seconds is not None and not args.seconds > 0:
+        raise OracleError("--seconds must be positive")
     challenges = read_challenges(args.challenges_file)
-    warmed = False if args.no_warm else warm(args.plots)
+    warmed = False if (args.no_warm or args.keep_cold) else warm(args.plots)
     if args.copies < 1:
         raise OracleError("--copies must be at least 1")
     # Copies: several provers per file, as a farm of identical plots would have (the engine's
     # loadgen serves the same N copies).
-    provers = [open_prover(p) for p in args.plots for _ in range(args.copies)]
+    paths = [p for p in args.plots for _ in range(args.copies)]
+    provers = [open_prover(p) for p in paths]
+    stop = threading.Event()
+    if args.keep_cold:
+        threading.Thread(target=keep_cold, args=(args.plots, stop), daemon=True).start()
 
     def one(prover, ch):
         qualities = prover.get_qualities_for_challenge(ch)
@@ -575,11 +598,20 @@ def bench_prove(args):
         return len(qualities), proofs
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=args.threads) as pool:
-        futures = [pool.submit(one, p, ch) for ch in challenges for p in provers]
-        counts = [f.result() for f in futures]
+    pool = ThreadPoolExecutor(max_workers=args.threads)
+    futures = {pool.submit(one, p, ch): path
+               for ch in challenges for p, path in zip(provers, paths)}
+    # With --seconds: what finished within the time; lookups still blocked in chiapos (on a
+    # slow disk) cannot be cancelled, so the process exits without waiting for them.
+    done, _ = wait(futures, timeout=args.seconds)
     seconds = time.perf_counter() - started
-    lookups = len(futures)
+    if args.seconds is not None and len(done) < len(futures):
+        seconds = args.seconds
+    counts = [f.result() for f in done]
+    by_plot = {}
+    for f in done:
+        by_plot[futures[f]] = by_plot.get(futures[f], 0) + 1
+    lookups = len(done)
     qualities = sum(c[0] for c in counts)
     proofs = sum(c[1] for c in counts)
     json.dump({
@@ -587,10 +619,16 @@ def bench_prove(args):
         "lookups_per_second": lookups / seconds, "proofs_per_second": proofs / seconds,
         "plots": len(provers), "copies": args.copies, "challenges": len(challenges),
         "threads": args.threads,
-        "with_proofs": args.proofs, "warmed": warmed,
+        "with_proofs": args.proofs, "warmed": warmed, "kept_cold": args.keep_cold,
+        "lookups_submitted": len(futures), "lookups_by_plot": by_plot,
         "implementation": f"chiapos {CHIAPOS_VERSION}",
     }, sys.stdout)
     print()
+    sys.stdout.flush()
+    stop.set()
+    if len(done) < len(futures):
+        os._exit(0)
+    pool.shutdown()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -739,6 +777,10 @@ def parser():
                    help="provers per plot file (default 1)")
     p.add_argument("--proofs", action="store_true", help="also fetch every full proof")
     p.add_argument("--no-warm", action="store_true", help="do not read the plots before timing")
+    p.add_argument("--keep-cold", action="store_true",
+                   help="evict the plots from the page cache every 50 ms during the run")
+    p.add_argument("--seconds", type=float, metavar="T",
+                   help="count the lookups finished within T seconds, then exit")
     p.set_defaults(run=bench_prove)
 
     p = sub.add_parser("compare-prove", help="`harvester prove` vs chiapos, both modes")

@@ -306,6 +306,8 @@ fn main() {
     let mut in_flight: HashMap<u64, (Instant, usize)> = HashMap::new();
     let (mut qualities, mut proofs, mut timeouts, mut errors) = (0u64, 0u64, 0u64, 0u64);
     let mut rejected = 0u64;
+    // Per shard: lookups its jobs left unanswered (timed out or rejected).
+    let mut unanswered_by_shard = vec![0u64; shards.len()];
     let deadline = args.deadline;
     let sel = crossbeam_channel_select(&shards);
     while next < challenges.len() || !in_flight.is_empty() {
@@ -341,7 +343,7 @@ fn main() {
             }
             continue;
         }
-        let Some((_, event)) = sel(&shards, wake) else { continue };
+        let Some((from, event)) = sel(&shards, wake) else { continue };
         match event {
             Event::Found { found, .. } => {
                 qualities += found.len() as u64;
@@ -350,8 +352,14 @@ fn main() {
             Event::PlotFailed { .. } => errors += 1,
             Event::JobDone { job, status } => {
                 match status {
-                    JobStatus::TimedOut { .. } => timeouts += 1,
-                    JobStatus::Rejected { .. } => rejected += 1,
+                    JobStatus::TimedOut { unanswered } => {
+                        timeouts += 1;
+                        unanswered_by_shard[from] += u64::from(unanswered);
+                    }
+                    JobStatus::Rejected { .. } => {
+                        rejected += 1;
+                        unanswered_by_shard[from] += shard_info[from].0;
+                    }
                     _ => {}
                 }
                 if let Some(entry) = in_flight.get_mut(&job) {
@@ -382,7 +390,13 @@ fn main() {
             eprintln!("--hlog: {e}");
         }
     }
-    for (s, (plots, cgroup)) in shards.iter().zip(&shard_info) {
+    let mut lookups_answered = 0u64;
+    for ((s, (plots, cgroup)), unanswered) in
+        shards.iter().zip(&shard_info).zip(&unanswered_by_shard)
+    {
+        // Lookups answered by this shard (an entry list or an error, before the deadline).
+        let answered = (plots * u64::from(args.challenges)).saturating_sub(*unanswered);
+        lookups_answered += answered;
         let snap = s.metrics.snapshot();
         let c = &snap.counters;
         reads += c.reads;
@@ -394,6 +408,7 @@ fn main() {
             "read_iops": c.reads as f64 / seconds, "read_ms_p50": q(h, 0.5), "read_ms_p99": q(h, 0.99),
             "jobs_timed_out": c.jobs_timed_out, "jobs_rejected": c.jobs_rejected,
             "degraded_episodes": c.degraded_episodes,
+            "lookups_answered": answered, "lookups_answered_per_second": answered as f64 / seconds,
         }));
     }
     disks.sort_by(|a, b| a["disk"].as_str().cmp(&b["disk"].as_str()));
@@ -405,6 +420,8 @@ fn main() {
         "reads_in_flight_max": args.reads_in_flight, "concurrency": args.concurrency,
         "deadline_ms": args.deadline.as_millis() as u64,
         "seconds": seconds, "lookups": lookups, "lookups_per_second": lookups as f64 / seconds,
+        "lookups_answered": lookups_answered,
+        "lookups_answered_per_second": lookups_answered as f64 / seconds,
         "challenges_per_second": f64::from(args.challenges) / seconds,
         "reads": reads, "read_iops": reads as f64 / seconds,
         "read_bytes_mean": read_bytes as f64 / (reads.max(1) as f64),

@@ -29,7 +29,7 @@ use crate::plots::{Added, PlotInfo};
 const SHARD_COMMANDS_MAX: usize = 4096;
 /// Shard event queue length (results waiting for the dispatcher).
 const SHARD_EVENTS_MAX: usize = 65536;
-/// Disks (shards) served at most.
+/// Shards served at most (disks x `shards_per_disk`).
 pub const DISKS_MAX: usize = 1024;
 
 /// What a connection hears back about one of its jobs. `tag` is the connection's own name for
@@ -209,7 +209,9 @@ impl Engine {
             return Ok(s.commands.clone());
         }
         if shards.len() >= DISKS_MAX {
-            return Err(std::io::Error::other(format!("more than {DISKS_MAX} disks")));
+            return Err(std::io::Error::other(format!(
+                "more than {DISKS_MAX} shards (disks x engine.shards_per_disk)"
+            )));
         }
         let device_depth = disk_io::device::disk_of(example)
             .map(|d| d.queue_depth_max as usize)

@@ -359,19 +359,14 @@ fn a_disk_split_over_three_shards_answers_every_quality_and_proof() {
     make_certs(&certs);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let farmer = ScriptedFarmer::bind(&certs).await;
-        let metrics_port = free_port();
-        let config = write_config_with(
+        let ScriptedFarm { farmer, metrics_port, harvester } = scripted_farm(
             &tmp.0,
-            "h",
-            farmer.port(),
-            Some(metrics_port),
             &certs,
             &plot_folders(),
             true,
             &[("engine", "shards_per_disk = 3")],
-        );
-        let harvester = start_harvester(&tmp.0, "harvester", &config);
+        )
+        .await;
         let t = Duration::from_secs(30);
         let mut peer = farmer.accept(t).await;
         let pool = pool_keys();

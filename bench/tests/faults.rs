@@ -224,19 +224,14 @@ fn plot_truncated_deleted_replaced_while_served() {
     let (src_c, src_new) = (source("plots/k19-og-a.plot"), source("plots/k18-og-b.plot"));
     let everything = vec![src_a.clone(), src_kf.clone(), src_c.clone(), src_new.clone()];
     runtime().block_on(async {
-        let scripted = ScriptedFarmer::bind(&certs).await;
-        let metrics_port = free_port();
-        let config = write_config_with(
+        let ScriptedFarm { farmer: scripted, metrics_port, mut harvester } = scripted_farm(
             &tmp.0,
-            "h",
-            scripted.port(),
-            Some(metrics_port),
             &certs,
             std::slice::from_ref(&farm_dir),
             true,
             &[("plots", "refresh_interval_seconds = 1")],
-        );
-        let mut harvester = start_harvester(&tmp.0, "harvester", &config);
+        )
+        .await;
         let mut farmer = Farmer::connect(&scripted, &harvester, metrics_port).await;
         let port = metrics_port;
         wait_for_metric(port, &harvester, "harvester_plots{state=\"served\"}", |v| v == 3.0);
@@ -353,19 +348,14 @@ impl FuseFarm {
         let fuse_disk = disk_io::device::disk_of(&fuse_plot).expect("disk of the mount").key;
         assert!(fuse_disk.starts_with("dev-"), "a FUSE mount has no block device: {fuse_disk}");
 
-        let listener = ScriptedFarmer::bind(&certs).await;
-        let metrics_port = free_port();
-        let config = write_config_with(
+        let ScriptedFarm { farmer: listener, metrics_port, harvester } = scripted_farm(
             dir,
-            "h",
-            listener.port(),
-            Some(metrics_port),
             &certs,
             &[healthy_dir, fuse.mountpoint.clone()],
             false,
             &[("engine", engine), ("plots", plots)],
-        );
-        let harvester = start_harvester(dir, "harvester", &config);
+        )
+        .await;
         let farmer = Farmer::connect(&listener, &harvester, metrics_port).await;
         wait_for_metric(metrics_port, &harvester, "harvester_plots{state=\"served\"}", |v| {
             v == 3.0

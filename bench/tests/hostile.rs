@@ -43,19 +43,14 @@ fn slow_frame_trickle_is_closed_with_a_reason() {
     make_certs(&certs);
     let rt = runtime();
     rt.block_on(async {
-        let farmer = ScriptedFarmer::bind(&certs).await;
-        let metrics_port = free_port();
-        let config = write_config_with(
+        let ScriptedFarm { farmer, metrics_port, harvester } = scripted_farm(
             &tmp.0,
-            "h",
-            farmer.port(),
-            Some(metrics_port),
             &certs,
             &plot_folders(),
             true,
             &[("protocol", "frame_read_timeout_seconds = 2")],
-        );
-        let harvester = start_harvester(&tmp.0, "harvester", &config);
+        )
+        .await;
         let _log = LogOnPanic(harvester.log.clone());
 
         let mut farmer_side = Duplex::new(farmer.accept(WAIT).await);
@@ -156,21 +151,16 @@ fn challenge_flood_is_bounded_and_nothing_is_lost_or_duplicated() {
     make_certs(&certs);
     let rt = runtime();
     let (sent, overloaded, announced, harvester) = rt.block_on(async {
-        let farmer = ScriptedFarmer::bind(&certs).await;
-        let metrics_port = free_port();
         // challenges_remembered_max above the flood: the session may otherwise forget (and
         // stop announcing) a slow challenge still in flight, which docs/protocol.md allows.
-        let config = write_config_with(
+        let ScriptedFarm { farmer, metrics_port, harvester } = scripted_farm(
             &tmp.0,
-            "h",
-            farmer.port(),
-            Some(metrics_port),
             &certs,
             &plot_folders(),
             true,
             &[("protocol", "challenges_in_flight_max = 8\nchallenges_remembered_max = 4096")],
-        );
-        let harvester = start_harvester(&tmp.0, "harvester", &config);
+        )
+        .await;
         let _log = LogOnPanic(harvester.log.clone());
         let pid = harvester.child.id();
         let mut farmer_side = Duplex::new(farmer.accept(WAIT).await);
@@ -318,13 +308,8 @@ fn overload_beyond_the_disks_is_bounded_and_counted() {
     let pool_pubkeys = pool_keys();
     let rt = runtime();
     let mut harvester = rt.block_on(async {
-        let farmer = ScriptedFarmer::bind(&certs).await;
-        let metrics_port = free_port();
-        let config = write_config_with(
+        let ScriptedFarm { farmer, metrics_port, harvester } = scripted_farm(
             &tmp.0,
-            "h",
-            farmer.port(),
-            Some(metrics_port),
             &certs,
             std::slice::from_ref(&folder),
             false,
@@ -333,8 +318,8 @@ fn overload_beyond_the_disks_is_bounded_and_counted() {
                 ("engine", &engine),
                 ("protocol", "challenges_in_flight_max = 4096\nchallenges_remembered_max = 4096"),
             ],
-        );
-        let harvester = start_harvester(&tmp.0, "harvester", &config);
+        )
+        .await;
         let _log = LogOnPanic(harvester.log.clone());
         // Every copy served before the farmer speaks, so each challenge meets 300 plots.
         wait_for_metric(metrics_port, &harvester, "harvester_plots{state=\"served\"}", |v| {
@@ -468,13 +453,8 @@ fn corrupt_plots_are_quarantined_and_never_yield_a_wrong_proof() {
 
     let rt = runtime();
     let mut harvester = rt.block_on(async {
-        let farmer = ScriptedFarmer::bind(&certs).await;
-        let metrics_port = free_port();
-        let config = write_config_with(
+        let ScriptedFarm { farmer, metrics_port, harvester } = scripted_farm(
             &tmp.0,
-            "h",
-            farmer.port(),
-            Some(metrics_port),
             &certs,
             std::slice::from_ref(&folder),
             true,
@@ -483,8 +463,8 @@ fn corrupt_plots_are_quarantined_and_never_yield_a_wrong_proof() {
                 // Short deadlines bound the test if a lookup were ever left unanswered.
                 ("engine", "lookup_deadline_seconds = 5\nproof_deadline_seconds = 5"),
             ],
-        );
-        let harvester = start_harvester(&tmp.0, "harvester", &config);
+        )
+        .await;
         let _log = LogOnPanic(harvester.log.clone());
         // The scan: the header, pointer and truncation files are quarantined with a reason
         // naming what is wrong; the other four are served.
@@ -573,19 +553,14 @@ fn a_quarantine_does_not_hold_other_challenges_until_their_deadline() {
     let pool_pubkeys = pool_keys();
     let rt = runtime();
     let mut harvester = rt.block_on(async {
-        let farmer = ScriptedFarmer::bind(&certs).await;
-        let metrics_port = free_port();
-        let config = write_config_with(
+        let ScriptedFarm { farmer, metrics_port, harvester } = scripted_farm(
             &tmp.0,
-            "h",
-            farmer.port(),
-            Some(metrics_port),
             &certs,
             std::slice::from_ref(&folder),
             true,
             &[("protocol", "challenges_in_flight_max = 256")],
-        );
-        let harvester = start_harvester(&tmp.0, "harvester", &config);
+        )
+        .await;
         let _log = LogOnPanic(harvester.log.clone());
         wait_for_metric(metrics_port, &harvester, "harvester_plots{state=\"served\"}", |v| {
             v == 4.0

@@ -404,6 +404,37 @@ pub fn write_config_with(
     path
 }
 
+/// A scripted farmer and a `harvester run` daemon ("h") dialling it, with `/metrics` on a free
+/// port; configured by [`write_config_with`] in `dir`.
+pub struct ScriptedFarm {
+    pub farmer: ScriptedFarmer,
+    pub metrics_port: u16,
+    pub harvester: Proc,
+}
+
+pub async fn scripted_farm(
+    dir: &Path,
+    certs: &Path,
+    folders: &[PathBuf],
+    with_keys_file: bool,
+    extra: &[(&str, &str)],
+) -> ScriptedFarm {
+    let farmer = ScriptedFarmer::bind(certs).await;
+    let metrics_port = free_port();
+    let config = write_config_with(
+        dir,
+        "h",
+        farmer.port(),
+        Some(metrics_port),
+        certs,
+        folders,
+        with_keys_file,
+        extra,
+    );
+    let harvester = start_harvester(dir, "harvester", &config);
+    ScriptedFarm { farmer, metrics_port, harvester }
+}
+
 /// The value of a Prometheus sample in `/metrics` text: the line `name value` exactly, or with
 /// `name` ending in `{`, the sum over every labelled series of that family. None if absent.
 pub fn metric(text: &str, name: &str) -> Option<f64> {

@@ -58,7 +58,6 @@ for ((r = 1; r <= rounds; r++)); do
   engine cold "$cores" "$out/cold-$cores-r$r.json"
 done
 cp "$out/cold-1-r1.json" "$out/cold.json"
-cp "$out/fio-r1.json" "$out/fio.json"
 # loadgen's challenges: sha256("loadgen" || i as 4 bytes, big-endian).
 "$python" -c 'import hashlib, sys
 for i in range(int(sys.argv[1])): print(hashlib.sha256(b"loadgen" + i.to_bytes(4, "big")).hexdigest())' \
@@ -81,7 +80,6 @@ load = lambda name: json.load(open(f"{out}/{name}.json"))
 fios = [load(f"fio-r{r}")["jobs"][0]["read"]["iops"] for r in range(1, rounds + 1)]
 ones = [load(f"cold-1-r{r}")["read_iops"] for r in range(1, rounds + 1)]
 ns = [load(f"cold-{cores}-r{r}")["read_iops"] for r in range(1, rounds + 1)]
-fio = json.load(open(f"{out}/fio.json"))["jobs"][0]["read"]
 chia = json.load(open(f"{out}/chiapos.json"))
 chia_cold = json.load(open(f"{out}/chiapos-cold.json"))
 print(f"machine: {os.cpu_count()} cores; {cold['plots']} plots ({cold['files']} files x {copies}), "

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The engine against its baselines, on the same files in one go: fio random reads (same mean
-# read size, same queue depth, O_DIRECT, io_uring), the engine cold (O_DIRECT) and warm, and
+# The engine against its baselines, on the same files in one go: fio random reads (the
+# engine's mix of read sizes, same queue depth, O_DIRECT, io_uring), the engine cold (O_DIRECT) and warm, and
 # chiapos (30-thread pool) warm and from a cold page cache. Prints the ratios.
 # Every run serves the same plots: the fixtures, each `--copies` times (loadgen opens the file
 # once per copy under distinct keys; chiapos gets one DiskProver per copy). The engine runs with
@@ -47,11 +47,11 @@ rounds=3
 for ((r = 1; r <= rounds; r++)); do
   if [[ $r == 1 ]]; then
     engine cold 1 "$out/cold-1-r1.json"
-    mean=$("$python" -c "import json;print(int(json.load(open('$out/cold-1-r1.json'))['read_bytes_mean']))")
-    # The nearest multiple of 4 KiB to the engine's mean read (reads are whole 4 KiB blocks).
-    bs=$(( (mean + 2048) / 4096 * 4096 ))
+    # fio replays the engine's mix of read sizes (whole 4 KiB blocks: 4k/20:8k/56:12k/20:16k/4
+    # on the fixtures), so both move the same bytes per read.
+    bssplit=$("$python" -c "import json;print(json.load(open('$out/cold-1-r1.json'))['fio_bssplit'])")
   fi
-  fio --name=baseline --filename="$files" --rw=randread --bs="$bs" --direct=1 --ioengine=io_uring \
+  fio --name=baseline --filename="$files" --rw=randread --bssplit="$bssplit" --direct=1 --ioengine=io_uring \
     --iodepth="$qd" --time_based --runtime=5 --ramp_time=1 --randrepeat=0 --norandommap \
     --output-format=json >"$out/fio-r$r.json"
   [[ $r == 1 ]] || engine cold 1 "$out/cold-1-r$r.json"
@@ -78,17 +78,18 @@ cold = json.load(open(f"{out}/cold.json")); warm = json.load(open(f"{out}/warm.j
 warm_n = json.load(open(f"{out}/warm-{cores}.json"))
 load = lambda name: json.load(open(f"{out}/{name}.json"))
 fios = [load(f"fio-r{r}")["jobs"][0]["read"]["iops"] for r in range(1, rounds + 1)]
+fio_bw = [load(f"fio-r{r}")["jobs"][0]["read"]["bw_bytes"] for r in range(1, rounds + 1)]
 ones = [load(f"cold-1-r{r}")["read_iops"] for r in range(1, rounds + 1)]
 ns = [load(f"cold-{cores}-r{r}")["read_iops"] for r in range(1, rounds + 1)]
 chia = json.load(open(f"{out}/chiapos.json"))
 chia_cold = json.load(open(f"{out}/chiapos-cold.json"))
 print(f"machine: {os.cpu_count()} cores; {cold['plots']} plots ({cold['files']} files x {copies}), "
       f"{cold['challenges']} challenges, reads in flight {cold['reads_in_flight_max']}")
-print(f"  cold read IOPS by round (fio randread O_DIRECT io_uring, mean read {cold['read_bytes_mean']:.0f} B "
-      f"rounded to 4 KiB; the engine just after):")
+print(f"  cold read IOPS by round (fio randread O_DIRECT io_uring, --bssplit={cold['fio_bssplit']}: "
+      f"the engine's mix, mean {cold['read_bytes_mean']:.0f} B; the engine just after):")
 for r in range(rounds):
-    print(f"    round {r + 1}: fio {fios[r]:.0f}; engine 1 shard {ones[r]:.0f} -> {ones[r] / fios[r]:.2f}; "
-          f"{cores} shards {ns[r]:.0f} -> {ns[r] / fios[r]:.2f}")
+    print(f"    round {r + 1}: fio {fios[r]:.0f} ({fio_bw[r] / 1e6:.0f} MB/s); engine 1 shard {ones[r]:.0f} -> "
+          f"{ones[r] / fios[r]:.2f}; {cores} shards {ns[r]:.0f} -> {ns[r] / fios[r]:.2f}")
 print(f"  engine cold read IOPS / fio, median of {rounds}: 1 shard per disk "
       f"{statistics.median(o / f for o, f in zip(ones, fios)):.2f}, {cores} shards per disk "
       f"{statistics.median(n / f for n, f in zip(ns, fios)):.2f}")

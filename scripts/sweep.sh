@@ -97,14 +97,15 @@ lg() {
   "$loadgen" "$@" --json "$work/$tag.json" >"$work/$tag.txt"
   say "  $tag: $(head -n 1 "$work/$tag.txt" | sed 's/^[^:]*: //; s/; CPU.*//')"
 }
-# The mean read size of a loadgen run, rounded to 4 KiB blocks (fio's block size).
-mean_bs() {
-  "$python" -c "import json,sys;m=json.load(open(sys.argv[1]))['read_bytes_mean'];print(max(1,round(m/4096))*4096)" "$1"
+# The mix of read sizes of a loadgen run, as fio's --bssplit (whole 4 KiB blocks), so that fio
+# moves the same bytes per read as the engine.
+read_mix() {
+  "$python" -c "import json,sys;print(json.load(open(sys.argv[1]))['fio_bssplit'] or '4k')" "$1"
 }
 # fio_run TAG DEPTH BS DIRECT FILES: random reads over FILES (colon-separated), io_uring.
 fio_run() {
   local tag=$1 qd=$2 bs=$3 direct=$4 files=$5
-  fio --name="$tag" --filename="$files" --rw=randread --bs="$bs" --direct="$direct" --ioengine=io_uring \
+  fio --name="$tag" --filename="$files" --rw=randread --bssplit="$bs" --direct="$direct" --ioengine=io_uring \
     --iodepth="$qd" --time_based --runtime="$fio_seconds" --ramp_time="$fio_ramp" --randrepeat=0 \
     --norandommap --lat_percentiles=1 --output-format=json >"$work/$tag.json"
   say "  $tag: $("$python" -c "import json,sys;r=json.load(open(sys.argv[1]))['jobs'][0]['read'];print(f\"{r['iops']:.0f} IOPS\")" "$work/$tag.json") (fio depth $qd, bs $bs, direct=$direct)"
@@ -145,11 +146,11 @@ sweep_reads_in_flight() {
   param challenges "$challenges, 8 at a time"
   param cache "cold (O_DIRECT)"
   param mode chiapos
-  param fio "randread, O_DIRECT, io_uring, same files, depth = reads in flight, block = engine's mean read rounded to 4 KiB, ${fio_seconds} s (+${fio_ramp} s ramp)"
+  param fio "randread, O_DIRECT, io_uring, same files, depth = reads in flight, block sizes = the engine's mix (--bssplit), ${fio_seconds} s (+${fio_ramp} s ramp)"
   for q in "${values[@]}"; do
     lg "q$q" --plots "$fixtures" --copies "$copies" --challenges "$challenges" --reads-in-flight "$q" \
       --concurrency 8 --cache cold
-    bs=$(mean_bs "$work/q$q.json")
+    bs=$(read_mix "$work/q$q.json")
     fio_run "fio-q$q" "$q" "$bs" 1 "$(files_colon "${fixture_files[@]}")"
     point "$q" "$q" "q$q.json" "fio-q$q.json" - - -
   done
@@ -163,12 +164,12 @@ sweep_batch() {
   param reads_in_flight 64
   param cache "cold (O_DIRECT)"
   param mode chiapos
-  param fio "randread, O_DIRECT, io_uring, depth 64, block = engine's mean read rounded to 4 KiB, ${fio_seconds} s (+${fio_ramp} s ramp): the disk's ceiling at the engine's depth"
+  param fio "randread, O_DIRECT, io_uring, depth 64, block sizes = the engine's mix (--bssplit), ${fio_seconds} s (+${fio_ramp} s ramp): the disk's ceiling at the engine's depth"
   for c in "${values[@]}"; do
     lg "c$c" --plots "$fixtures" --copies "$copies" --challenges "$challenges" --reads-in-flight 64 \
       --concurrency "$c" --cache cold
   done
-  bs=$(mean_bs "$work/c8.json")
+  bs=$(read_mix "$work/c8.json")
   fio_run fio-q64 64 "$bs" 1 "$(files_colon "${fixture_files[@]}")"
   for c in "${values[@]}"; do point "$c" "$c" "c$c.json" fio-q64.json - - -; done
 }
@@ -214,10 +215,10 @@ sweep_direct_io() {
   direct_io_and_mode_common "$copies"
   param challenges "$challenges, 8 at a time"
   param mode chiapos
-  param fio "randread, io_uring, depth 64, block = engine's mean cold read rounded to 4 KiB, direct=1 beside cold, direct=0 on a warm cache beside warm"
+  param fio "randread, io_uring, depth 64, block sizes = the engine's cold mix (--bssplit), direct=1 beside cold, direct=0 on a warm cache beside warm"
   param chiapos "oracle.py bench-prove --threads 30, $chia_ch challenges: from a cold page cache (evicted first, buffered reads: the cache warms up as it runs, an upper bound for chiapos on cold disks) beside cold, warm beside warm"
   lg cold --plots "$fixtures" --copies "$copies" --challenges "$challenges" --concurrency 8 --cache cold
-  bs=$(mean_bs "$work/cold.json")
+  bs=$(read_mix "$work/cold.json")
   fio_run fio-direct 64 "$bs" 1 "$files"
   evict
   chiapos_run chiapos-cold "$chia_ch" "$copies" --no-warm
@@ -337,7 +338,7 @@ sweep_disks() {
   param reads_in_flight "$qd per disk"
   param cache "cold (O_DIRECT)"
   param mode chiapos
-  param fio "one randread job per disk (O_DIRECT, io_uring, depth $qd, block = engine's mean read rounded to 4 KiB, ${fio_seconds} s + ${fio_ramp} s ramp), each in its disk's group, all at once; IOPS summed, latency of the slowest disk"
+  param fio "one randread job per disk (O_DIRECT, io_uring, depth $qd, block sizes = the engine's mix (--bssplit), ${fio_seconds} s + ${fio_ramp} s ramp), each in its disk's group, all at once; IOPS summed, latency of the slowest disk"
   param kernel_read_iops "reads the throttle counted (blkio.throttle.io_serviced) / loadgen's run time: some engine reads reach it as two I/Os"
   clean_disks # what a killed run left
   disks_made=1
@@ -377,13 +378,13 @@ sweep_disks() {
     lg "d$n" "${args[@]}" --copies "$copies" --challenges "$challenges" --concurrency "$conc" \
       --reads-in-flight "$qd" --cache cold --blkio-cgroup-prefix "$prefix"
     after=$(serviced "$n")
-    bs=$(mean_bs "$work/d$n.json")
+    bs=$(read_mix "$work/d$n.json")
     fios=() pids=()
     for ((i = 0; i < n; i++)); do
       (
         echo "$BASHPID" >"${cgroups[$i]}/tasks"
         exec fio --name="d$n-disk$i" --filename="$(files_colon "${mounts[$i]}"/*.plot)" --rw=randread \
-          --bs="$bs" --direct=1 --ioengine=io_uring --iodepth="$qd" --time_based --runtime="$fio_seconds" \
+          --bssplit="$bs" --direct=1 --ioengine=io_uring --iodepth="$qd" --time_based --runtime="$fio_seconds" \
           --ramp_time="$fio_ramp" --randrepeat=0 --norandommap --lat_percentiles=1 --output-format=json \
           >"$work/fio-d$n-$i.json"
       ) &

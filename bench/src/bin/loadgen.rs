@@ -379,6 +379,7 @@ fn main() {
     let per_challenge = lock(&per_challenge).clone();
     let mut reads = 0u64;
     let mut read_bytes = 0u64;
+    let mut read_sizes = [0u64; shard::READ_SIZE_BUCKETS];
     let mut read_hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
     let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1000.0;
     let mut disks = Vec::new();
@@ -401,6 +402,9 @@ fn main() {
         let c = &snap.counters;
         reads += c.reads;
         read_bytes += c.read_bytes;
+        for (sum, n) in read_sizes.iter_mut().zip(c.read_sizes_blocks) {
+            *sum += n;
+        }
         let h = &snap.histograms.read_latency_us;
         let _ = read_hist.add(h);
         disks.push(serde_json::json!({
@@ -425,6 +429,7 @@ fn main() {
         "challenges_per_second": f64::from(args.challenges) / seconds,
         "reads": reads, "read_iops": reads as f64 / seconds,
         "read_bytes_mean": read_bytes as f64 / (reads.max(1) as f64),
+        "read_sizes_blocks": read_sizes, "fio_bssplit": fio_bssplit(&read_sizes),
         "qualities": qualities, "proofs_found": proofs, "timeouts": timeouts, "rejected": rejected, "plot_errors": errors,
         "challenge_ms": {"p50": q(&per_challenge, 0.5), "p99": q(&per_challenge, 0.99), "p999": q(&per_challenge, 0.999), "max": per_challenge.max() as f64 / 1000.0},
         "read_ms": {"p50": q(&read_hist, 0.5), "p99": q(&read_hist, 0.99), "p999": q(&read_hist, 0.999), "max": read_hist.max() as f64 / 1000.0},
@@ -503,5 +508,49 @@ fn crossbeam_channel_select(
         let i = op.index();
         let event = op.recv(&shards[i].events).expect("shard alive");
         Some((i, event))
+    }
+}
+
+/// The mix of read sizes as fio's `--bssplit` (`4k/62:8k/31:12k/7`): whole percents that add
+/// up to 100 (rounding goes to the commonest size, the smallest on ties; sizes under half a percent are left out).
+/// The last bucket (16 blocks and more) stands for 16 blocks.
+fn fio_bssplit(read_sizes_blocks: &[u64]) -> String {
+    let total: u64 = read_sizes_blocks.iter().sum();
+    if total == 0 {
+        return String::new();
+    }
+    let mut parts: Vec<(u64, u64)> = read_sizes_blocks
+        .iter()
+        .zip(1u64..)
+        .map(|(&n, blocks)| (blocks, (n * 100 + total / 2) / total))
+        .filter(|&(_, pct)| pct > 0)
+        .collect();
+    let sum: u64 = parts.iter().map(|p| p.1).sum();
+    let top = parts.iter().map(|p| p.1).max().unwrap_or(0);
+    if let Some(top) = parts.iter_mut().find(|p| p.1 == top) {
+        // The rounding error of at most one percent per bucket; `sum` is near 100.
+        top.1 = (top.1 + 100).saturating_sub(sum);
+    }
+    parts
+        .iter()
+        .map(|(blocks, pct)| format!("{}k/{pct}", blocks * shard::READ_SIZE_BLOCK_BYTES / 1024))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fio_bssplit;
+
+    #[test]
+    fn bssplit_adds_up_to_100() {
+        assert_eq!(fio_bssplit(&[]), "");
+        assert_eq!(fio_bssplit(&[3, 0, 1]), "4k/75:12k/25");
+        assert_eq!(fio_bssplit(&[1, 1, 1]), "4k/34:8k/33:12k/33");
+        assert_eq!(fio_bssplit(&[1000, 2, 500]), "4k/67:12k/33");
+        let split = fio_bssplit(&[7, 11, 13, 17, 19, 23]);
+        let sum: u64 =
+            split.split(':').map(|p| p.split('/').nth(1).unwrap().parse::<u64>().unwrap()).sum();
+        assert_eq!(sum, 100, "{split}");
     }
 }

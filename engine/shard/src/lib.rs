@@ -15,7 +15,9 @@ mod metrics;
 mod open;
 mod shard;
 
-pub use metrics::{Counters, Histograms, MetricsHandle, Snapshot};
+pub use metrics::{
+    Counters, Histograms, MetricsHandle, Snapshot, READ_SIZE_BLOCK_BYTES, READ_SIZE_BUCKETS,
+};
 pub use open::{lookup_file, open_plot};
 pub use shard::{
     Clock, Command, Event, Job, JobId, JobStatus, MonotonicClock, PlotKey, Shard, ShardConfig,

@@ -56,6 +56,24 @@ pub struct Counters {
     /// Times the result channel was full and the shard had to wait.
     pub results_backpressure: u64,
     pub degraded_episodes: u64,
+    /// Reads sent to the disk by size: `read_sizes_blocks[i]` counts reads of `i + 1` blocks
+    /// of 4 KiB (rounded up), the last entry those of that many blocks or more. Benchmarks
+    /// replay this mix with fio.
+    pub read_sizes_blocks: [u64; READ_SIZE_BUCKETS],
+}
+
+/// Buckets of [`Counters::read_sizes_blocks`]: reads of 1..=15 blocks, then 16 or more.
+pub const READ_SIZE_BUCKETS: usize = 16;
+
+/// The block size of [`Counters::read_sizes_blocks`].
+pub const READ_SIZE_BLOCK_BYTES: u64 = 4096;
+
+impl Counters {
+    pub(crate) fn record_read_size(&mut self, len_bytes: u64) {
+        let blocks = len_bytes.div_ceil(READ_SIZE_BLOCK_BYTES).max(1);
+        let bucket = usize::try_from(blocks - 1).unwrap_or(usize::MAX).min(READ_SIZE_BUCKETS - 1);
+        self.read_sizes_blocks[bucket] += 1;
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -92,5 +110,25 @@ impl MetricsHandle {
             }
             Err(_) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_sizes_go_to_their_block_count() {
+        let mut c = Counters::default();
+        for len in [1, 4096, 4097, 8192, 12_288, 15 * 4096, 15 * 4096 + 1, 1 << 30, 0] {
+            c.record_read_size(len);
+        }
+        let mut want = [0u64; READ_SIZE_BUCKETS];
+        want[0] = 3; // 1, 4096 and 0 bytes
+        want[1] = 2; // 4097, 8192
+        want[2] = 1;
+        want[14] = 1;
+        want[15] = 2; // 16 blocks and more
+        assert_eq!(c.read_sizes_blocks, want);
     }
 }

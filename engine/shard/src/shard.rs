@@ -678,6 +678,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             self.next_tag += 1;
             self.pop_waiter();
             self.snapshot.counters.reads += 1;
+            self.snapshot.counters.record_read_size(u64::from(len));
             self.by_block.insert((file, start), tag);
             self.in_flight.insert(
                 tag,

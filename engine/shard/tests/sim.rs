@@ -230,6 +230,11 @@ fn healthy_disk_answers_like_the_decoder() {
     stats.check();
     assert_eq!(snap.counters.reads, stats.reads_pushed);
     assert_eq!(snap.counters.read_bytes, stats.bytes_read);
+    // Every read is in one size bucket, and the buckets bound the bytes from above.
+    let sizes = &snap.counters.read_sizes_blocks;
+    assert_eq!(sizes.iter().sum::<u64>(), stats.reads_pushed);
+    let bucket_bytes: u64 = sizes.iter().zip(1u64..).map(|(n, blocks)| n * blocks * 4096).sum();
+    assert!(sizes[sizes.len() - 1] == 0 && bucket_bytes >= stats.bytes_read, "{sizes:?}");
     assert_eq!(snap.counters.read_errors, 0);
     assert_eq!(stats.reads_completed, stats.reads_pushed);
     assert!(stats.in_flight_max_observed <= 32, "reads in flight never exceed the limit");

@@ -224,6 +224,9 @@ const REFILL_EVERY_COMPLETIONS: usize = 8;
 /// take new jobs.
 const BATCH_MAX_PER_READS_IN_FLIGHT: usize = 4;
 
+/// Events held before they are sent, within one tick.
+const EVENTS_PENDING_MAX: usize = 1024;
+
 /// Reads are widened to whole blocks of this size (the largest logical block size of disks
 /// in use), so that lookups wanting different bytes of one block share one read.
 const COALESCE_BLOCK_BYTES: u64 = 4096;
@@ -251,6 +254,8 @@ pub struct Shard<B: Backend, C: Clock> {
     clock: C,
     commands: Receiver<Command>,
     events: Sender<Event>,
+    /// Events of the current tick, sent together before the shard waits (see `flush_events`).
+    events_pending: Vec<Event>,
     plots: HashMap<PlotKey, PlotSlot>,
     jobs: HashMap<JobId, JobState>,
     /// Lookup jobs waiting to start.
@@ -300,6 +305,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             clock,
             commands,
             events,
+            events_pending: Vec::new(),
             plots: HashMap::new(),
             jobs: HashMap::new(),
             queue: VecDeque::new(),
@@ -393,6 +399,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         while !(self.disconnected && self.jobs.is_empty()) {
             self.tick();
         }
+        self.flush_events();
         self.publish(true);
     }
 
@@ -405,6 +412,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         self.send_reads();
         self.probe();
         self.publish(false);
+        self.flush_events();
         if self.backend.in_flight() > 0 || self.reads_waiting() {
             let wait = self.wait_budget();
             if let Err(e) = self.backend.submit_and_wait(Some(wait)) {
@@ -1004,14 +1012,29 @@ impl<B: Backend, C: Clock> Shard<B, C> {
     }
 
     /// Sends an event; a full channel makes the shard wait (backpressure), counted.
+    /// Queues an event for the end of the tick (at most `EVENTS_PENDING_MAX` wait).
     fn emit(&mut self, event: Event) {
-        match self.events.try_send(event) {
-            Ok(()) => {}
-            Err(TrySendError::Full(event)) => {
-                self.snapshot.counters.results_backpressure += 1;
-                let _ = self.events.send(event);
+        self.events_pending.push(event);
+        if self.events_pending.len() >= EVENTS_PENDING_MAX {
+            self.flush_events();
+        }
+    }
+
+    /// Sends the tick's events, in order. Sent one by one as they arose, each event could wake
+    /// a consumer that had just gone back to sleep: a futex wake-up per event, paid by the
+    /// shard thread (about 5 % of a warm lookup's CPU in perf). Sent together, the consumer
+    /// wakes once and finds the rest queued. A full channel blocks the shard (backpressure,
+    /// counted), never drops an event.
+    fn flush_events(&mut self) {
+        for event in self.events_pending.drain(..) {
+            match self.events.try_send(event) {
+                Ok(()) => {}
+                Err(TrySendError::Full(event)) => {
+                    self.snapshot.counters.results_backpressure += 1;
+                    let _ = self.events.send(event);
+                }
+                Err(TrySendError::Disconnected(_)) => {}
             }
-            Err(TrySendError::Disconnected(_)) => {}
         }
     }
 

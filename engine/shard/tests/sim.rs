@@ -640,3 +640,72 @@ fn limits_reject_or_delay_but_never_drop() {
     let complete = statuses.values().filter(|s| **s == JobStatus::Complete).count();
     assert_eq!((complete, rejected), (4, 6), "{statuses:?}");
 }
+
+/// A consumer slower than the shard, behind a results channel of 2 events: the shard waits
+/// for room (counted as backpressure) and drops nothing. Every job still ends with exactly one
+/// JobDone after its answers, and the answers equal the decoder's.
+#[test]
+fn a_slow_consumer_slows_the_shard_and_loses_nothing() {
+    let fx = fixtures();
+    let clock = SimClock::new();
+    let latency =
+        Latency::Uniform { min: Duration::from_micros(80), max: Duration::from_millis(1) };
+    let mut disk_config = SimConfig::new(21, 32);
+    disk_config.faults = Faults::with_latency(latency);
+    let disk = SimDisk::new(disk_config, clock.clone());
+    for f in &fx {
+        disk.add_file(&f.path, f.bytes.clone());
+    }
+    let (commands, command_rx) = crossbeam_channel::bounded(1000);
+    let (event_tx, events) = crossbeam_channel::bounded(2);
+    let config = ShardConfig { name: "slow-consumer".into(), ..ShardConfig::default() };
+    let shard = Shard::new(config, disk, VirtualClock(clock), command_rx, event_tx);
+    let metrics = shard.metrics();
+    for (i, f) in fx.iter().enumerate() {
+        let plot = Box::new(f.plot.clone());
+        commands
+            .send(Command::AddPlot { key: PlotKey(i as u64), path: f.path.clone(), plot })
+            .expect("send");
+    }
+    let set = challenges("slow-consumer", 12);
+    let mut want: BTreeMap<u64, BTreeMap<u64, Vec<Found>>> = BTreeMap::new();
+    for (i, c) in set.iter().enumerate() {
+        let work =
+            Work::Qualities { challenge: *c, plots: None, mode: Mode::Chiapos, proofs: false };
+        commands
+            .send(Command::Job(Job { id: i as u64, work, deadline: Duration::from_secs(600) }))
+            .expect("send");
+        let w = want.entry(i as u64).or_default();
+        for (k, f) in fx.iter().enumerate() {
+            let found = expected(f, c, Goal::Qualities, Mode::Chiapos);
+            if !found.is_empty() {
+                w.insert(k as u64, found);
+            }
+        }
+    }
+    drop(commands); // the shard ends once every job is answered
+    let thread = std::thread::spawn(move || shard.run());
+    let mut got: BTreeMap<u64, BTreeMap<u64, Vec<Found>>> = BTreeMap::new();
+    let mut done = HashMap::new();
+    for e in events.iter() {
+        std::thread::sleep(Duration::from_micros(300));
+        match e {
+            Event::Found { job, plot, found } => {
+                assert!(!done.contains_key(&job), "job {job}: an answer after its JobDone");
+                got.entry(job).or_default().insert(plot.0, found);
+            }
+            Event::JobDone { job, status } => {
+                assert!(done.insert(job, status).is_none(), "job {job} answered twice");
+            }
+            Event::PlotFailed { job, plot, error } => panic!("job {job} plot {plot:?}: {error}"),
+            _ => {}
+        }
+    }
+    thread.join().expect("shard thread");
+    assert_eq!(done.len(), set.len(), "every job answered");
+    assert!(done.values().all(|s| *s == JobStatus::Complete), "{done:?}");
+    want.retain(|_, w| !w.is_empty());
+    assert_eq!(got, want);
+    let counters = metrics.snapshot().counters;
+    assert!(counters.results_backpressure > 0, "the full channel was counted: {counters:?}");
+}

@@ -22,6 +22,8 @@
 //!   the next call). It does not wait when completions are already ready, or when no read is
 //!   in the table (nothing could end the wait); timeouts above a day return after a day.
 //!   `None` submits without waiting, and still runs deferred completions (TASKRUN_FLAG).
+//!   `drain` alone also takes every finished read: when TASKRUN_FLAG says the kernel holds
+//!   deferred completions, it enters with GETEVENTS first.
 //! - **Close and drop.** `close` of a file with reads in the table defers closing the fd to
 //!   its last CQE. `drop` submits what is queued, sends one cancel-all, and waits up to
 //!   `drop_wait_max` for every CQE; buffers of reads still in the kernel after that are leaked
@@ -503,6 +505,16 @@ impl Backend for UringBackend {
     }
 
     fn drain(&mut self, out: &mut Vec<Completion>) {
+        // With DEFER_TASKRUN the kernel posts finished reads to the CQ only inside an
+        // io_uring_enter with GETEVENTS, and TASKRUN_FLAG tells when it holds some. A caller
+        // that drains between two waits (the shard, refilling the device's queue while it
+        // decodes) would otherwise see none of them until its next wait, and their places under
+        // `reads_in_flight_max` would stay taken. `submit` enters with GETEVENTS when the flag
+        // is set (and submits what is queued, as the next wait would). An error here is left to
+        // that next wait, which handles every outcome.
+        if self.ring.submission().taskrun() {
+            let _ = self.ring.submit();
+        }
         self.reap();
         out.extend(self.ready.drain(..));
     }

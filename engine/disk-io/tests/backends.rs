@@ -318,6 +318,41 @@ fn uring_progresses_without_waiting() {
     }
 }
 
+/// Once submitted, finished reads come out of `drain` alone, without another submit or wait:
+/// the shard drains between waits while it decodes, to refill the device's queue. (With
+/// DEFER_TASKRUN the kernel holds them until an enter with GETEVENTS; `drain` makes that enter
+/// when TASKRUN_FLAG says it holds some.)
+#[test]
+fn uring_drain_alone_takes_reads_that_finished() {
+    let dir = scratch_dir();
+    let file = TestFile::new(&dir, "uring-drain", FILE_BYTES, 22);
+    let mut backend = uring(64);
+    let opened = backend.open(&file.path, DirectIo::Prefer).expect("open");
+    let mut rng = Rng(23);
+    let ops = random_reads(&mut rng, opened.id, FILE_BYTES as u64, 64, 0);
+    for op in &ops {
+        backend.push(*op).expect("room");
+    }
+    backend.submit_and_wait(None).expect("submit");
+    let started = std::time::Instant::now();
+    let mut done = Vec::new();
+    while done.len() < ops.len() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "drain alone took {} of {} finished reads",
+            done.len(),
+            ops.len()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        backend.drain(&mut done);
+    }
+    assert_eq!(backend.in_flight(), 0);
+    let mut check = expect_bytes(&file);
+    for c in &done {
+        check(&ops[c.tag as usize], &c.result);
+    }
+}
+
 #[test]
 fn pread_close_ends_queued_reads_as_closed() {
     let dir = scratch_dir();

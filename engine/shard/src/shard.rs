@@ -254,7 +254,7 @@ pub struct Shard<B: Backend, C: Clock> {
     clock: C,
     commands: Receiver<Command>,
     events: Sender<Event>,
-    /// Events of the current tick, sent together before the shard waits (see `flush_events`).
+    /// Events queued since the last submit, sent together before the next (see `flush_events`).
     events_pending: Vec<Event>,
     plots: HashMap<PlotKey, PlotSlot>,
     jobs: HashMap<JobId, JobState>,
@@ -714,6 +714,9 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         }
         if self.reads_waiting() && self.backend.in_flight() < self.backend.reads_in_flight_max() {
             self.send_reads();
+            // The pread backend reads inside `submit_and_wait`: answers found so far leave
+            // first, as they do before every submit.
+            self.flush_events();
             if let Err(e) = self.backend.submit_and_wait(None) {
                 tracing::warn!(disk = %self.config.name, "submit failed: {e}");
             }
@@ -1011,8 +1014,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         }
     }
 
-    /// Sends an event; a full channel makes the shard wait (backpressure), counted.
-    /// Queues an event for the end of the tick (at most `EVENTS_PENDING_MAX` wait).
+    /// Queues an event until the next submit (at most `EVENTS_PENDING_MAX` wait).
     fn emit(&mut self, event: Event) {
         self.events_pending.push(event);
         if self.events_pending.len() >= EVENTS_PENDING_MAX {
@@ -1020,11 +1022,12 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         }
     }
 
-    /// Sends the tick's events, in order. Sent one by one as they arose, each event could wake
-    /// a consumer that had just gone back to sleep: a futex wake-up per event, paid by the
-    /// shard thread (about 5 % of a warm lookup's CPU in perf). Sent together, the consumer
-    /// wakes once and finds the rest queued. A full channel blocks the shard (backpressure,
-    /// counted), never drops an event.
+    /// Sends the events queued since the last submit, in order. Called before every submit,
+    /// since a submit may wait (and the pread backend reads inside it). Sent one by one as
+    /// they arose, each event could wake a consumer that had just gone back to sleep: a futex
+    /// wake-up per event, paid by the shard thread (about 5 % of a warm lookup's CPU in perf).
+    /// Sent together, the consumer wakes once and finds the rest queued. A full channel blocks
+    /// the shard (backpressure, counted), never drops an event.
     fn flush_events(&mut self) {
         for event in self.events_pending.drain(..) {
             match self.events.try_send(event) {

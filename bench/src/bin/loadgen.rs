@@ -512,8 +512,8 @@ fn crossbeam_channel_select(
 }
 
 /// The mix of read sizes as fio's `--bssplit` (`4k/62:8k/31:12k/7`): whole percents that add
-/// up to 100 (rounding goes to the commonest size, the smallest on ties; sizes under half a percent are left out).
-/// The last bucket (16 blocks and more) stands for 16 blocks.
+/// up to 100. Rounding goes to the commonest size (the smallest on ties); sizes under half a
+/// percent are left out. The last bucket (16 blocks and more) stands for 16 blocks.
 fn fio_bssplit(read_sizes_blocks: &[u64]) -> String {
     let total: u64 = read_sizes_blocks.iter().sum();
     if total == 0 {
@@ -549,8 +549,10 @@ mod tests {
         assert_eq!(fio_bssplit(&[1, 1, 1]), "4k/34:8k/33:12k/33");
         assert_eq!(fio_bssplit(&[1000, 2, 500]), "4k/67:12k/33");
         let split = fio_bssplit(&[7, 11, 13, 17, 19, 23]);
-        let sum: u64 =
-            split.split(':').map(|p| p.split('/').nth(1).unwrap().parse::<u64>().unwrap()).sum();
+        let sum: u64 = split
+            .split(':')
+            .map(|p| p.split('/').nth(1).expect("k/pct").parse::<u64>().expect("pct"))
+            .sum();
         assert_eq!(sum, 100, "{split}");
     }
 }

@@ -296,15 +296,7 @@ fn uring_close_waits_for_reads_in_flight() {
 /// (with DEFER_TASKRUN, TASKRUN_FLAG makes the non-waiting enter run the completions).
 #[test]
 fn uring_progresses_without_waiting() {
-    let dir = scratch_dir();
-    let file = TestFile::new(&dir, "uring-nowait", FILE_BYTES, 20);
-    let mut backend = uring(64);
-    let opened = backend.open(&file.path, DirectIo::Prefer).expect("open");
-    let mut rng = Rng(21);
-    let ops = random_reads(&mut rng, opened.id, FILE_BYTES as u64, 64, 0);
-    for op in &ops {
-        backend.push(*op).expect("room");
-    }
+    let (file, mut backend, ops) = uring_with_64_reads_pushed("uring-nowait", 20);
     let started = std::time::Instant::now();
     let mut done = Vec::new();
     while done.len() < ops.len() {
@@ -312,8 +304,28 @@ fn uring_progresses_without_waiting() {
         backend.submit_and_wait(None).expect("submit");
         backend.drain(&mut done);
     }
-    let mut check = expect_bytes(&file);
-    for c in &done {
+    check_each(&file, &ops, &done);
+}
+
+/// A uring backend (64 reads in flight) with 64 random O_DIRECT reads of a new file pushed,
+/// not yet submitted.
+fn uring_with_64_reads_pushed(name: &str, seed: u64) -> (TestFile, UringBackend, Vec<ReadOp>) {
+    let dir = scratch_dir();
+    let file = TestFile::new(&dir, name, FILE_BYTES, seed);
+    let mut backend = uring(64);
+    let opened = backend.open(&file.path, DirectIo::Prefer).expect("open");
+    let mut rng = Rng(seed + 1);
+    let ops = random_reads(&mut rng, opened.id, FILE_BYTES as u64, 64, 0);
+    for op in &ops {
+        backend.push(*op).expect("room");
+    }
+    (file, backend, ops)
+}
+
+/// Each completion holds the bytes of its read (`ops[tag]`).
+fn check_each(file: &TestFile, ops: &[ReadOp], done: &[disk_io::Completion]) {
+    let mut check = expect_bytes(file);
+    for c in done {
         check(&ops[c.tag as usize], &c.result);
     }
 }
@@ -324,15 +336,7 @@ fn uring_progresses_without_waiting() {
 /// when TASKRUN_FLAG says it holds some.)
 #[test]
 fn uring_drain_alone_takes_reads_that_finished() {
-    let dir = scratch_dir();
-    let file = TestFile::new(&dir, "uring-drain", FILE_BYTES, 22);
-    let mut backend = uring(64);
-    let opened = backend.open(&file.path, DirectIo::Prefer).expect("open");
-    let mut rng = Rng(23);
-    let ops = random_reads(&mut rng, opened.id, FILE_BYTES as u64, 64, 0);
-    for op in &ops {
-        backend.push(*op).expect("room");
-    }
+    let (file, mut backend, ops) = uring_with_64_reads_pushed("uring-drain", 22);
     backend.submit_and_wait(None).expect("submit");
     let started = std::time::Instant::now();
     let mut done = Vec::new();
@@ -347,10 +351,7 @@ fn uring_drain_alone_takes_reads_that_finished() {
         backend.drain(&mut done);
     }
     assert_eq!(backend.in_flight(), 0);
-    let mut check = expect_bytes(&file);
-    for c in &done {
-        check(&ops[c.tag as usize], &c.result);
-    }
+    check_each(&file, &ops, &done);
 }
 
 #[test]

@@ -1073,7 +1073,40 @@ fn micros(d: Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::block_range;
+    use super::*;
+
+    /// Events wait for the next submit, but never more than `EVENTS_PENDING_MAX` of them:
+    /// the one that reaches the limit sends them all, in order.
+    #[test]
+    fn pending_events_are_sent_at_the_limit() {
+        let (_commands, command_rx) = crossbeam_channel::bounded(1);
+        let (event_tx, events) = crossbeam_channel::bounded(2 * EVENTS_PENDING_MAX);
+        let backend = disk_io::pread::PreadBackend::new(1);
+        let mut shard = Shard::new(
+            ShardConfig::default(),
+            backend,
+            MonotonicClock::default(),
+            command_rx,
+            event_tx,
+        );
+        let done = |job| Event::JobDone { job, status: JobStatus::Complete };
+        for job in 0..EVENTS_PENDING_MAX as u64 - 1 {
+            shard.emit(done(job));
+        }
+        assert!(events.is_empty(), "held until the limit or a submit");
+        shard.emit(done(EVENTS_PENDING_MAX as u64 - 1));
+        shard.emit(done(EVENTS_PENDING_MAX as u64));
+        let sent: Vec<u64> = events
+            .try_iter()
+            .map(|e| match e {
+                Event::JobDone { job, .. } => job,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(sent, (0..EVENTS_PENDING_MAX as u64).collect::<Vec<_>>());
+        shard.flush_events();
+        assert_eq!(events.len(), 1, "the one after the limit waited for the next flush");
+    }
 
     #[test]
     fn block_ranges_cover_the_read_and_stop_at_the_file_end() {

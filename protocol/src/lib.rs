@@ -19,6 +19,7 @@
 //! The wire format, byte by byte: `docs/protocol.md`.
 #![forbid(unsafe_code)]
 
+pub mod chia;
 mod codec;
 mod message;
 mod request_ids;

@@ -56,6 +56,9 @@ pub enum EngineEvent {
 
 pub type EventSink = mpsc::Sender<EngineEvent>;
 
+/// A plot and the challenge to look up in it.
+pub type PlotChallenge = (PlotKey, [u8; 32]);
+
 /// The served plots, immutable; replaced as a whole on every change.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -328,6 +331,29 @@ impl Engine {
                 mode: self.mode(),
                 proofs: false,
             };
+            self.submit(disk, work, deadline, sink, tag);
+            jobs += 1;
+        }
+        jobs
+    }
+
+    /// Looks up a challenge of its own in each plot (grouped by shard): one job per shard, so
+    /// each disk's answers arrive as soon as that disk has them. Returns the number of jobs
+    /// started (each ends with one `Done`).
+    pub fn qualities_each(
+        &self,
+        items: &[(String, Vec<PlotChallenge>)],
+        sink: &EventSink,
+        tag: u64,
+    ) -> usize {
+        let deadline = seconds(self.config.lookup_deadline_seconds);
+        let mut jobs = 0;
+        for (disk, items) in items {
+            if items.is_empty() {
+                continue;
+            }
+            let work =
+                Work::QualitiesEach { items: items.clone(), mode: self.mode(), proofs: false };
             self.submit(disk, work, deadline, sink, tag);
             jobs += 1;
         }

@@ -91,6 +91,9 @@ pub enum Work {
     /// Qualities of `challenge` in the given plots of this shard (`None`: every active plot),
     /// with their proofs when `proofs`.
     Qualities { challenge: [u8; 32], plots: Option<Vec<PlotKey>>, mode: Mode, proofs: bool },
+    /// Qualities of a challenge of its own in each listed plot (chia's pos challenge depends
+    /// on the plot id), with their proofs when `proofs`.
+    QualitiesEach { items: Vec<(PlotKey, [u8; 32])>, mode: Mode, proofs: bool },
     /// The full proof of entry `index` of `challenge` in `plot`.
     Proof { plot: PlotKey, challenge: [u8; 32], index: u32, mode: Mode },
 }
@@ -557,6 +560,12 @@ impl<B: Backend, C: Clock> Shard<B, C> {
                     keys.sort_unstable();
                     keys.into_iter().map(|k| (k, *challenge, goal, *mode)).collect()
                 }
+                Work::QualitiesEach { items, mode, proofs } => {
+                    let goal = if *proofs { Goal::QualitiesAndProofs } else { Goal::Qualities };
+                    let mut items = items.clone();
+                    items.sort_unstable();
+                    items.into_iter().map(|(k, c)| (k, c, goal, *mode)).collect()
+                }
                 Work::Proof { plot, challenge, index, mode } => {
                     vec![(*plot, *challenge, Goal::Proof { index: *index }, *mode)]
                 }
@@ -598,6 +607,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
     fn plots_of(&self, work: &Work) -> usize {
         match work {
             Work::Qualities { plots: Some(list), .. } => list.len(),
+            Work::QualitiesEach { items, .. } => items.len(),
             Work::Qualities { plots: None, .. } => {
                 self.plots.values().filter(|p| p.quarantined.is_none()).count()
             }
@@ -910,7 +920,9 @@ impl<B: Backend, C: Clock> Shard<B, C> {
                 let us = micros(self.clock.now().saturating_sub(state.accepted));
                 let h = match state.job.work {
                     Work::Proof { .. } => &mut self.snapshot.histograms.proof_latency_us,
-                    Work::Qualities { .. } => &mut self.snapshot.histograms.lookup_latency_us,
+                    Work::Qualities { .. } | Work::QualitiesEach { .. } => {
+                        &mut self.snapshot.histograms.lookup_latency_us
+                    }
                 };
                 Histograms::record(h, us);
                 self.emit(Event::JobDone { job, status: JobStatus::Complete });

@@ -742,6 +742,15 @@ impl Reference {
                     }
                 }
             }
+            Work::QualitiesEach { items, mode, proofs } => {
+                let goal = if *proofs { Goal::QualitiesAndProofs } else { Goal::Qualities };
+                for (plot, challenge) in items {
+                    let found = lookup((plot.0 - base) as usize, challenge, goal, *mode);
+                    if !found.is_empty() {
+                        want.insert(plot.0, found);
+                    }
+                }
+            }
             Work::Proof { plot, challenge, index, mode } => {
                 let i = (plot.0 - base) as usize;
                 let found = lookup(i, challenge, Goal::Proof { index: *index }, *mode);

@@ -42,6 +42,16 @@ pub struct Shared {
     pub quarantine: crossbeam_channel::Sender<(PlotKey, String)>,
     /// Plots selected / not selected by the last handshake, for the metrics.
     pub selection_counts: std::sync::Mutex<Vec<(&'static str, u64)>>,
+    /// Every plot file's state after the last refresh (for chia's plot sync).
+    pub plot_states: std::sync::Mutex<Arc<PlotStates>>,
+}
+
+/// Every known plot file's state, replaced as a whole after each refresh.
+#[derive(Debug, Default)]
+pub struct PlotStates {
+    /// Bumped on every change.
+    pub generation: u64,
+    pub states: Vec<(std::path::PathBuf, crate::plots::PlotState)>,
 }
 
 /// Why a connection ended.

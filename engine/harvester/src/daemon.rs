@@ -13,8 +13,9 @@ use shard::PlotKey;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::chia::root::ChiaRoot;
 use crate::config::{seconds, Config};
-use crate::connection::{self, ConnectionEnd, Shared};
+use crate::connection::{self, ConnectionEnd, PlotStates, Shared};
 use crate::engine::Engine;
 use crate::plots::{DiskOverride, PlotManager, PlotsConfig};
 use crate::telemetry::{DaemonMetrics, MetricsSource};
@@ -34,6 +35,16 @@ pub enum DaemonError {
     Tls(#[from] crate::tls::TlsError),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    #[error(transparent)]
+    ChiaRoot(#[from] crate::chia::root::RootError),
+}
+
+/// Which farmer the daemon serves.
+enum FrontEnd {
+    /// The original protocol (`farmer.address`, `tls.*`).
+    Original,
+    /// chia-blockchain's farmers of a chia root.
+    Chia(Arc<ChiaRoot>),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -95,7 +106,46 @@ pub fn run(config_path: &Path, hlog: Option<HlogOptions>) -> Result<(), DaemonEr
         .thread_name("net")
         .build()
         .map_err(io("tokio runtime"))?;
-    runtime.block_on(run_async(Arc::new(config), hlog))
+    runtime.block_on(run_async(Arc::new(config), hlog, FrontEnd::Original))
+}
+
+/// Runs the daemon as chia's harvester of the chia root `root` (None: `$CHIA_ROOT`, then
+/// `~/.chia/mainnet`) until SIGINT or SIGTERM; `config_path` adds engine knobs on top.
+pub fn run_chia(
+    root: Option<&Path>,
+    config_path: Option<&Path>,
+    hlog: Option<HlogOptions>,
+) -> Result<(), DaemonError> {
+    let root_dir = crate::chia::root::resolve(root)?;
+    let chia = ChiaRoot::load(&root_dir)?;
+    let base = config_path.map(Config::load).transpose()?;
+    let explicit_log = base.is_some();
+    let mut config = crate::chia::config_for(&chia, base);
+    if !explicit_log {
+        if let Some(level) = chia.log_level.as_deref() {
+            config.log.level = chia_log_level(level).to_string();
+        }
+    }
+    init_logging(&config);
+    tracing::info!(root = %root_dir.display(), network = %chia.network,
+        farmers = chia.farmer_peers.len(), plot_directories = chia.plot_directories.len(),
+        "serving chia's farmer");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("net")
+        .build()
+        .map_err(io("tokio runtime"))?;
+    runtime.block_on(run_async(Arc::new(config), hlog, FrontEnd::Chia(Arc::new(chia))))
+}
+
+/// chia's log level names (Python's) as tracing's.
+fn chia_log_level(level: &str) -> &'static str {
+    match level.to_ascii_uppercase().as_str() {
+        "CRITICAL" | "ERROR" => "error",
+        "WARNING" | "WARN" => "warn",
+        "DEBUG" | "NOTSET" => "debug",
+        _ => "info",
+    }
 }
 
 /// Interval logs of every disk's engine histograms and the daemon's own (challenge, proof
@@ -137,7 +187,11 @@ fn start_hlog(
     Ok(recorder)
 }
 
-async fn run_async(config: Arc<Config>, hlog: Option<HlogOptions>) -> Result<(), DaemonError> {
+async fn run_async(
+    config: Arc<Config>,
+    hlog: Option<HlogOptions>,
+    front: FrontEnd,
+) -> Result<(), DaemonError> {
     // Signals first: a SIGTERM during start-up still stops the daemon cleanly.
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let signals = tokio::spawn(async move {
@@ -146,7 +200,15 @@ async fn run_async(config: Arc<Config>, hlog: Option<HlogOptions>) -> Result<(),
         let _ = shutdown_tx.send(true);
     });
     // TLS material first: a daemon that cannot talk to its farmer should fail at once.
-    let tls = if config.farmer.insecure {
+    let chia_tls = match &front {
+        FrontEnd::Chia(root) => Some(tokio_rustls::TlsConnector::from(
+            crate::tls::chia_client_config(&root.ca_cert, &root.cert, &root.key)?,
+        )),
+        FrontEnd::Original => None,
+    };
+    let tls = if chia_tls.is_some() {
+        None
+    } else if config.farmer.insecure {
         tracing::warn!("farmer.insecure = true: plain TCP, no authentication, no encryption");
         None
     } else {
@@ -180,6 +242,7 @@ async fn run_async(config: Arc<Config>, hlog: Option<HlogOptions>) -> Result<(),
         config: config.clone(),
         quarantine: quarantine_tx,
         selection_counts: Mutex::new(Vec::new()),
+        plot_states: Mutex::new(Arc::new(PlotStates::default())),
     });
     let state = Arc::new(State { shared: shared.clone(), plot_counts: Mutex::new(Vec::new()) });
     let hlog = hlog.map(|o| start_hlog(&o, shared.clone())).transpose()?;
@@ -230,7 +293,12 @@ async fn run_async(config: Arc<Config>, hlog: Option<HlogOptions>) -> Result<(),
         _ = shutdown.changed() => {}
     }
     if !*shutdown.borrow() {
-        dial_loop(&config, tls, shared, shutdown_rx.clone()).await;
+        match (front, chia_tls) {
+            (FrontEnd::Chia(root), Some(tls)) => {
+                crate::chia::dial_all(config.clone(), root, tls, shared, shutdown_rx.clone()).await
+            }
+            _ => dial_loop(&config, tls, shared, shutdown_rx.clone()).await,
+        }
     }
     let _ = stop_tx.send(());
     let _ = tokio::task::spawn_blocking(move || refresher.join()).await;
@@ -274,9 +342,7 @@ fn refresh_loop(
         let refresh = manager.refresh(progress);
         let (added, removed) = (refresh.added.len(), refresh.removed.len());
         engine.apply(refresh.added, &refresh.removed);
-        if let Ok(mut c) = state.plot_counts.lock() {
-            *c = manager.counts_by_state();
-        }
+        publish_states(&manager, &state);
         if let Some(tx) = first_scan.take() {
             let served = manager.counts_by_state();
             tracing::info!(?served, files = refresh.scanned_files, elapsed = ?refresh.elapsed,
@@ -293,15 +359,26 @@ fn refresh_loop(
                     Ok((key, reason)) => {
                         manager.quarantine(key, reason);
                         engine.apply(Vec::new(), &[key]);
-                        if let Ok(mut c) = state.plot_counts.lock() {
-                            *c = manager.counts_by_state();
-                        }
+                        publish_states(&manager, &state);
                     }
                     Err(_) => return,
                 },
                 recv(stop) -> _ => return,
                 default(wait) => break,
             }
+        }
+    }
+}
+
+/// Publishes the plot counts (metrics) and, when they changed, every file's state (plot sync).
+fn publish_states(manager: &PlotManager, state: &State) {
+    if let Ok(mut c) = state.plot_counts.lock() {
+        *c = manager.counts_by_state();
+    }
+    let states = manager.states();
+    if let Ok(mut s) = state.shared.plot_states.lock() {
+        if s.states != states {
+            *s = Arc::new(PlotStates { generation: s.generation + 1, states });
         }
     }
 }

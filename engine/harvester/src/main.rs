@@ -38,10 +38,19 @@ impl From<ModeArg> for plot_format::Mode {
 #[derive(Subcommand)]
 enum Command {
     /// Run the harvester daemon: serve the plots of the configured folders to the farmer.
+    ///
+    /// With --chia-root, serve chia-blockchain's farmer as `chia start harvester` does, from
+    /// the chia root's config.yaml (farmer peers, plot directories, certificates, network).
+    #[command(group(clap::ArgGroup::new("front").required(true).multiple(true).args(["config", "chia_root"])))]
     Run {
-        /// The configuration file (TOML; see docs/configuration.md).
+        /// The configuration file (TOML; see docs/configuration.md). With --chia-root it adds
+        /// engine, metrics and log settings on top of config.yaml.
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        /// Serve chia's farmer from this chia root (without a value: $CHIA_ROOT, then
+        /// ~/.chia/mainnet).
+        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
+        chia_root: Option<PathBuf>,
         /// Write HdrHistogram interval logs (read, lookup, proof, queue wait per disk; challenge,
         /// proof request and signature latency) to this file, in microseconds.
         #[arg(long)]
@@ -93,9 +102,13 @@ enum Command {
         proof: String,
     },
     /// Check plots (files or folders, recursively), like `chia plots check`.
+    #[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["paths", "chia_root"])))]
     Check {
-        #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Also check the plot directories of this chia root's config.yaml (without a value:
+        /// $CHIA_ROOT, then ~/.chia/mainnet).
+        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
+        chia_root: Option<PathBuf>,
         /// Challenges looked up per plot.
         #[arg(long, default_value_t = 30)]
         challenges: u32,
@@ -113,9 +126,18 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config, hlog, hlog_interval_seconds } => {
+        Command::Run { config, chia_root, hlog, hlog_interval_seconds } => {
+            let run = |hlog| match (&chia_root, &config) {
+                (Some(root), config) => {
+                    let root = (!root.as_os_str().is_empty()).then_some(root.as_path());
+                    harvester::daemon::run_chia(root, config.as_deref(), hlog)
+                }
+                // clap requires one of the two.
+                (None, Some(config)) => harvester::daemon::run(config, hlog),
+                (None, None) => unreachable!("clap requires --config or --chia-root"),
+            };
             match hlog_options(hlog, hlog_interval_seconds)
-                .and_then(|hlog| harvester::daemon::run(&config, hlog).map_err(|e| e.to_string()))
+                .and_then(|hlog| run(hlog).map_err(|e| e.to_string()))
             {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(e) => Err(e),
@@ -133,8 +155,14 @@ fn main() -> ExitCode {
             prove::run(&plots, &challenges_file, proofs, mode.into(), threads)
         }
         Command::Verify { id, k, challenge, proof } => verify(&id, k, &challenge, &proof),
-        Command::Check { paths, challenges, mode, threads, keys_file } => {
-            check::run(&paths, challenges, mode.into(), threads, keys_file.as_deref())
+        Command::Check { mut paths, chia_root, challenges, mode, threads, keys_file } => {
+            match chia_plot_directories(chia_root.as_deref()) {
+                Ok(dirs) => {
+                    paths.extend(dirs);
+                    check::run(&paths, challenges, mode.into(), threads, keys_file.as_deref())
+                }
+                Err(e) => Err(e),
+            }
         }
     };
     match result {
@@ -144,6 +172,18 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The plot directories of a chia root's config.yaml (none without `--chia-root`).
+fn chia_plot_directories(root: Option<&std::path::Path>) -> Result<Vec<PathBuf>, String> {
+    let Some(root) = root else { return Ok(Vec::new()) };
+    let root = (!root.as_os_str().is_empty()).then_some(root);
+    let dir = harvester::chia::root::resolve(root).map_err(|e| e.to_string())?;
+    let chia = harvester::chia::root::ChiaRoot::load(&dir).map_err(|e| e.to_string())?;
+    if chia.plot_directories.is_empty() {
+        return Err(format!("{}: harvester.plot_directories is empty", chia.config_path.display()));
+    }
+    Ok(chia.plot_directories)
 }
 
 fn hlog_options(

@@ -169,6 +169,8 @@ pub struct PlotInfo {
     /// The disk's name: an override's name, the kernel name of the disk, or [`DISK_UNKNOWN`].
     pub disk: String,
     pub file_bytes: u64,
+    /// The file's modification time, unix seconds.
+    pub modified_seconds: u64,
 }
 
 impl PlotInfo {
@@ -206,6 +208,7 @@ impl fmt::Debug for PlotInfo {
             .field("signer", &self.signer)
             .field("disk", &self.disk)
             .field("file_bytes", &self.file_bytes)
+            .field("modified_seconds", &self.modified_seconds)
             .finish()
     }
 }
@@ -423,6 +426,8 @@ impl PlotManager {
                         signer: keys.signer,
                         disk: job.disk.clone(),
                         file_bytes: identity.size_bytes,
+                        modified_seconds: u64::try_from(identity.mtime_ns / 1_000_000_000)
+                            .unwrap_or(0),
                     });
                     self.paths_by_key.insert(key, job.path.clone());
                     fresh.insert(job.path.clone());

@@ -406,6 +406,86 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The harvester's config for dialling a chia farmer, as chia's own harvester does: TLS 1.3,
+/// presents `cert` + `key` (chia's `private_harvester.crt/.key`), and accepts the farmer's
+/// certificate if it chains to the private CA in `ca_cert`, whatever names it carries (chia
+/// checks no host name: every node of a farm has a certificate of the same CA). No ALPN.
+pub fn chia_client_config(
+    ca_cert: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let roots = Arc::new(root_store(ca_cert)?);
+    let chain = load_certs(cert)?;
+    let private_key = load_key(key)?;
+    let inner = WebPkiServerVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|source| TlsError::Verifier { path: ca_cert.to_path_buf(), source })?;
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|source| TlsError::Config { path: ca_cert.to_path_buf(), source })?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyNameVerifier { inner }))
+        .with_client_auth_cert(chain, private_key)
+        .map_err(|source| TlsError::Config { path: key.to_path_buf(), source })?;
+    Ok(Arc::new(config))
+}
+
+/// WebPKI verification of the chain to the CA, without the name check: rustls checks the
+/// chain (signatures, validity, key usage) before the name, so a name error means the chain
+/// itself was accepted.
+#[derive(Debug)]
+struct AnyNameVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for AnyNameVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(rustls::Error::InvalidCertificate(
+                NotValidForName | NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

@@ -255,6 +255,57 @@ fn answers_like_the_decoder(seed: u64, latency: Latency, name: &str) {
     assert_eq!(snap.histograms.lookup_latency_us.len(), set.len() as u64);
 }
 
+/// A job with a challenge of its own per plot (chia's pos challenge depends on the plot id)
+/// gives each plot the decoder's answers for its own challenge, and only for the listed plots.
+#[test]
+fn a_challenge_per_plot_answers_like_the_decoder() {
+    let fx = fixtures();
+    let mut rig =
+        rig(11, Faults::with_latency(Latency::Fixed(Duration::from_micros(300))), &fx, 16);
+    let set = challenges("sim-each", 60);
+    let mut deadlines = HashMap::new();
+    let mut want: BTreeMap<u64, BTreeMap<u64, Vec<Found>>> = BTreeMap::new();
+    for job in 0..20u64 {
+        // Every plot but one, each with its own challenge.
+        let skipped = job as usize % fx.len();
+        let items: Vec<(PlotKey, [u8; 32])> = (0..fx.len())
+            .filter(|i| *i != skipped)
+            .map(|i| (PlotKey(i as u64), set[(job as usize * 3 + i) % set.len()]))
+            .collect();
+        let mut w = BTreeMap::new();
+        for (key, challenge) in &items {
+            let found = expected(&fx[key.0 as usize], challenge, Goal::Qualities, Mode::Chiapos);
+            if !found.is_empty() {
+                w.insert(key.0, found);
+            }
+        }
+        want.insert(job, w);
+        let deadline = Duration::from_secs(600);
+        deadlines.insert(job, deadline);
+        rig.send(Job {
+            id: job,
+            work: Work::QualitiesEach { items, mode: Mode::Chiapos, proofs: false },
+            deadline,
+        });
+    }
+    let events = rig.run();
+    let statuses = check_outcomes(&deadlines, &events, Duration::from_millis(2));
+    assert!(statuses.values().all(|s| *s == JobStatus::Complete));
+    let mut got: BTreeMap<u64, BTreeMap<u64, Vec<Found>>> =
+        (0..20).map(|j| (j, BTreeMap::new())).collect();
+    for (_, e) in events {
+        match e {
+            Event::Found { job, plot, found } => {
+                assert!(got.get_mut(&job).expect("job").insert(plot.0, found).is_none());
+            }
+            Event::PlotFailed { job, plot, error } => panic!("job {job} plot {plot:?}: {error}"),
+            _ => {}
+        }
+    }
+    assert_eq!(got, want);
+    assert!(want.values().map(|w| w.len()).sum::<usize>() > 20, "the run finds qualities");
+}
+
 /// Proofs are worth more than lookups: a full lookup queue never refuses a proof, proofs
 /// have their own limit, and a proof's reads go ahead of every queued lookup read.
 #[test]

@@ -5,8 +5,9 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
-echo "== reference oracle and fixture plots"
+echo "== reference oracle, chia-blockchain (its farmer, harvester and consensus code) and fixture plots"
 scripts/oracle-venv.sh >/dev/null
+scripts/chia-venv.sh >/dev/null
 scripts/make-fixtures.sh
 
 echo "== format and lints"

@@ -278,7 +278,7 @@ fn main() {
             mode: args.mode,
             proofs: false,
         };
-        let job = Job { id: u64::MAX, work, deadline: Duration::from_secs(3600) };
+        let job = Job { id: u64::MAX, work, deadline: Duration::from_secs(3600), reply: None };
         s.commands.send(Command::Job(job)).expect("shard alive");
         loop {
             if let Ok(Event::JobDone { job: u64::MAX, .. }) = s.events.recv() {
@@ -325,8 +325,12 @@ fn main() {
                 proofs: args.proofs,
             };
             for s in &shards {
-                let job =
-                    Job { id, work: work.clone(), deadline: shard::Clock::now(&clock) + deadline };
+                let job = Job {
+                    id,
+                    work: work.clone(),
+                    deadline: shard::Clock::now(&clock) + deadline,
+                    reply: None,
+                };
                 s.commands.send(Command::Job(job)).expect("shard alive");
             }
             in_flight.insert(id, (Instant::now(), shards.len()));

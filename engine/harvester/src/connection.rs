@@ -303,13 +303,13 @@ impl Connection {
         self.shared.engine.registry()
     }
 
-    /// The selected plots by disk, recomputed when the registry or the pool keys changed.
-    fn selection(&mut self) -> &[(String, Vec<PlotKey>)] {
-        let registry = self.registry();
+    /// The selected plots of `registry` by disk, recomputed when the registry or the pool
+    /// keys changed.
+    fn selection(&mut self, registry: &Registry) -> &[(String, Vec<PlotKey>)] {
         let stale = self.selection.as_ref().is_none_or(|s| s.generation != registry.generation);
         if stale {
             let keys: HashSet<G1> = self.session.pool_pubkeys().iter().copied().collect();
-            self.select(&registry, keys);
+            self.select(registry, keys);
         }
         self.selection.as_ref().map(|s| s.by_disk.as_slice()).unwrap_or(&[])
     }
@@ -369,8 +369,14 @@ impl Connection {
     fn start_challenge(&mut self, challenge: Bytes32) {
         self.shared.metrics.challenges_total.fetch_add(1, Ordering::Relaxed);
         let tag = self.tag();
-        let plots = self.selection().to_vec();
-        let jobs = self.shared.engine.qualities(challenge, &plots, &self.sink, tag);
+        let registry = self.registry();
+        let plots = self.selection(&registry).to_vec();
+        let (jobs, refused) =
+            self.shared.engine.qualities(challenge, &plots, &registry, &self.sink, tag);
+        for (disk, reason) in refused {
+            tracing::warn!(peer = %self.peer, disk, challenge = %hex::encode(challenge),
+                "lookup refused: {reason}");
+        }
         if jobs == 0 {
             self.session.on_challenge_done(challenge);
             return;
@@ -402,7 +408,15 @@ impl Connection {
             return self.send_error(id, ErrorCode::PlotUnavailable, text.into()).await;
         };
         let tag = self.tag();
-        self.shared.engine.proof(info, challenge, index, &self.sink, tag);
+        if let Err(reason) = self.shared.engine.proof(info, challenge, index, &self.sink, tag) {
+            self.shared.metrics.proof_errors_total.fetch_add(1, Ordering::Relaxed);
+            let text = format!(
+                "plot {}: disk {} refused the job: {reason}",
+                info.path.display(),
+                info.disk
+            );
+            return self.send_error(id, ErrorCode::LookupFailed, text).await;
+        }
         self.jobs.insert(
             tag,
             JobKind::Proof {
@@ -467,8 +481,8 @@ impl Connection {
 
     async fn on_engine(&mut self, event: EngineEvent) -> Result<(), ConnectionEnd> {
         match event {
-            EngineEvent::Found { tag, plot, found } => self.on_found(tag, plot, found).await,
-            EngineEvent::Failed { tag, plot, error } => self.on_failed(tag, plot, error).await,
+            EngineEvent::Found { tag, info, found } => self.on_found(tag, info, found).await,
+            EngineEvent::Failed { tag, info, error } => self.on_failed(tag, info, error).await,
             EngineEvent::Done { tag, disk, status } => self.on_done(tag, &disk, status).await,
         }
     }
@@ -476,11 +490,12 @@ impl Connection {
     async fn on_found(
         &mut self,
         tag: u64,
-        plot: PlotKey,
+        info: Arc<PlotInfo>,
         found: Vec<plot_format::Found>,
     ) -> Result<(), ConnectionEnd> {
-        let registry = self.registry();
-        let info = registry.plots.get(&plot).cloned();
+        let plot = info.key;
+        // A plot removed since the job was made is no longer served: its answers go nowhere.
+        let info = self.registry().plots.contains_key(&plot).then_some(info);
         match self.jobs.get_mut(&tag) {
             Some(JobKind::Challenge { challenge, .. }) => {
                 let challenge = *challenge;
@@ -583,19 +598,16 @@ impl Connection {
     async fn on_failed(
         &mut self,
         tag: u64,
-        plot: PlotKey,
-        error: String,
+        info: Arc<PlotInfo>,
+        error: shard::ShardError,
     ) -> Result<(), ConnectionEnd> {
-        let registry = self.registry();
-        let info = registry.plots.get(&plot);
-        let (path, disk) = info
-            .map(|i| (i.path.display().to_string(), i.disk.clone()))
-            .unwrap_or_else(|| (format!("#{}", plot.0), "?".into()));
+        let served = self.registry().plots.contains_key(&info.key);
+        let (path, disk) = (info.path.display().to_string(), info.disk.clone());
         match self.jobs.get_mut(&tag) {
             // A plot removed or quarantined after the challenge was queued: expected, and
             // already reported (with its path) when it left; one line per challenge would flood.
-            Some(JobKind::Challenge { .. }) if info.is_none() => {
-                tracing::debug!(plot = plot.0, "lookup of a plot no longer served: {error}");
+            Some(JobKind::Challenge { .. }) if !served => {
+                tracing::debug!(plot = %path, "lookup of a plot no longer served: {error}");
             }
             Some(JobKind::Challenge { .. }) => {
                 tracing::warn!(plot = %path, disk = %disk, "lookup failed: {error}");

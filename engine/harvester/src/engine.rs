@@ -1,9 +1,14 @@
-//! The daemon's side of the engine: one shard per disk, the registry of served plots, and the
-//! dispatcher thread that routes every shard event to the connection that asked for it.
+//! The daemon's side of the engine: one shard per disk and the registry of served plots.
 //!
-//! Connections never wait on a disk: they send jobs (`try_send`, never blocking) and get
-//! [`EngineEvent`]s on their own bounded channel. The registry is an immutable snapshot swapped
-//! by the refresh thread; readers hold its lock only to clone an `Arc`.
+//! Connections never wait on a disk: they send jobs (`try_send`, never blocking), and each job
+//! carries its reply sink, so the shard thread delivers the job's events straight to the
+//! connection's bounded queue, already joined with the plot's [`PlotInfo`] from the registry
+//! snapshot the job was made from. A job the engine cannot queue is refused at once, to the
+//! caller, by return value: the caller counts only jobs that were accepted, each of which ends
+//! with exactly one `Done`. Events that belong to no job (a plot quarantined, a disk degraded
+//! or recovered) go to the engine's status sink, on the shard's thread: the quarantine goes to
+//! its one owner, the plot manager's refresh thread. The registry is an immutable snapshot
+//! swapped by the refresh thread; readers hold its lock only to clone an `Arc`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -11,14 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
+use crossbeam_channel::{Sender, TrySendError};
 use disk_io::pread::PreadBackend;
 use disk_io::uring::UringBackend;
 use disk_io::DirectIo;
 use plot_format::{Found, Mode};
 use shard::{
-    Clock, Command, Event, Job, JobId, JobStatus, MetricsHandle, MonotonicClock, PlotKey, Shard,
-    ShardConfig, Snapshot, Work,
+    Clock, Command, Event, Job, JobStatus, MetricsHandle, MonotonicClock, PlotKey, Reply,
+    ReplySink, Shard, ShardConfig, ShardError, Snapshot, Work,
 };
 use tokio::sync::mpsc;
 
@@ -27,29 +32,27 @@ use crate::plots::{Added, PlotInfo};
 
 /// Shard command queue length (jobs and plot changes waiting for the shard thread).
 const SHARD_COMMANDS_MAX: usize = 4096;
-/// Shard event queue length (results waiting for the dispatcher).
-const SHARD_EVENTS_MAX: usize = 65536;
 /// Shards served at most (disks x `shards_per_disk`).
 pub const DISKS_MAX: usize = 1024;
 
 /// What a connection hears back about one of its jobs. `tag` is the connection's own name for
-/// the job.
+/// the job; `info` is the plot as the registry snapshot of the job knew it.
 #[derive(Debug)]
 pub enum EngineEvent {
     Found {
         tag: u64,
-        plot: PlotKey,
+        info: Arc<PlotInfo>,
         found: Vec<Found>,
     },
     Failed {
         tag: u64,
-        plot: PlotKey,
-        error: String,
+        info: Arc<PlotInfo>,
+        error: ShardError,
     },
     /// The last event of the job; `disk` names the shard that ran it.
     Done {
         tag: u64,
-        disk: String,
+        disk: Arc<str>,
         status: JobStatus,
     },
 }
@@ -58,6 +61,17 @@ pub type EventSink = mpsc::Sender<EngineEvent>;
 
 /// A plot and the challenge to look up in it.
 pub type PlotChallenge = (PlotKey, [u8; 32]);
+
+/// Why the engine refused a job (nothing was queued; no event will come).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("no shard serves this disk")]
+    NoShard,
+    #[error("the disk's command queue is full")]
+    QueueFull,
+    #[error("the disk's shard has stopped")]
+    Stopped,
+}
 
 /// The served plots, immutable; replaced as a whole on every change.
 #[derive(Debug, Default)]
@@ -69,18 +83,9 @@ pub struct Registry {
     pub by_disk: BTreeMap<String, Vec<PlotKey>>,
 }
 
-struct Route {
-    sink: EventSink,
-    tag: u64,
-}
-
 struct ShardEntry {
     commands: Sender<Command>,
     metrics: MetricsHandle,
-}
-
-enum Control {
-    NewShard(String, Receiver<Event>),
 }
 
 /// Runtime quarantines reported by shards, for the plot manager.
@@ -91,9 +96,8 @@ pub struct Engine {
     clock: MonotonicClock,
     registry: Arc<Mutex<Arc<Registry>>>,
     shards: Mutex<BTreeMap<String, ShardEntry>>,
-    routes: Arc<Mutex<HashMap<JobId, Route>>>,
     next_job: AtomicU64,
-    control: Sender<Control>,
+    status: Reply,
     degraded: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -102,31 +106,95 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A job's reply: the shard's events for it, joined with the plots of the registry snapshot
+/// the job was made from, into the connection's queue. Runs on the shard's thread, where a
+/// full queue blocks the shard (backpressure) and loses nothing; a closed connection drops
+/// them.
+struct JobReply {
+    sink: EventSink,
+    tag: u64,
+    disk: Arc<str>,
+    registry: Arc<Registry>,
+}
+
+impl ReplySink for JobReply {
+    fn deliver(&self, event: Event) -> bool {
+        let tag = self.tag;
+        let event = match event {
+            Event::Found { plot, found, .. } => match self.registry.plots.get(&plot) {
+                Some(info) => EngineEvent::Found { tag, info: info.clone(), found },
+                None => return false,
+            },
+            Event::PlotFailed { plot, error, .. } => match self.registry.plots.get(&plot) {
+                Some(info) => EngineEvent::Failed { tag, info: info.clone(), error },
+                None => return false,
+            },
+            Event::JobDone { status, .. } => {
+                EngineEvent::Done { tag, disk: self.disk.clone(), status }
+            }
+            // Not a job's event.
+            _ => return false,
+        };
+        match self.sink.try_send(event) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                // The shard's thread is not inside the runtime: blocking here is allowed.
+                let _ = self.sink.blocking_send(event);
+                true
+            }
+        }
+    }
+}
+
+/// The events that belong to no job, on the shard's thread.
+struct StatusSink {
+    degraded: Arc<Mutex<HashSet<String>>>,
+    quarantined: Sender<Quarantined>,
+}
+
+impl ReplySink for StatusSink {
+    fn deliver(&self, event: Event) -> bool {
+        match event {
+            Event::PlotQuarantined { plot, path, reason } => {
+                tracing::warn!(plot = %path.display(), "plot quarantined by the engine: {reason}");
+                if self.quarantined.try_send((plot, reason)).is_err() {
+                    tracing::warn!(plot = %path.display(),
+                        "quarantine queue full; the next refresh retries it");
+                }
+            }
+            Event::DiskDegraded { shard } => {
+                tracing::warn!(disk = %shard, "disk degraded: a read is stuck; new work held back until a probe read succeeds");
+                lock(&self.degraded).insert(shard);
+            }
+            Event::DiskRecovered { shard } => {
+                tracing::info!(disk = %shard, "disk recovered");
+                lock(&self.degraded).remove(&shard);
+            }
+            // Every job carries its reply; nothing else comes here.
+            _ => {}
+        }
+        false
+    }
+}
+
 impl Engine {
-    /// Starts the dispatcher thread. Runtime quarantines go to `quarantined`.
+    /// The engine (no shard yet: each starts with its disk's first plot). Runtime quarantines
+    /// go to `quarantined`.
     pub fn start(
         config: EngineConfig,
         quarantined: Sender<Quarantined>,
     ) -> std::io::Result<Arc<Engine>> {
-        let (control_tx, control_rx) = crossbeam_channel::bounded(DISKS_MAX);
-        let routes: Arc<Mutex<HashMap<JobId, Route>>> = Arc::default();
         let degraded: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let registry: Arc<Mutex<Arc<Registry>>> = Arc::default();
-        let names = registry.clone();
-        let engine = Arc::new(Engine {
+        let status = Reply::new(StatusSink { degraded: degraded.clone(), quarantined });
+        Ok(Arc::new(Engine {
             config,
             clock: MonotonicClock::default(),
-            registry,
+            registry: Arc::default(),
             shards: Mutex::new(BTreeMap::new()),
-            routes: routes.clone(),
             next_job: AtomicU64::new(1),
-            control: control_tx,
-            degraded: degraded.clone(),
-        });
-        std::thread::Builder::new().name("dispatcher".into()).spawn(move || {
-            dispatch(control_rx, routes, degraded, quarantined, names);
-        })?;
-        Ok(engine)
+            status,
+            degraded,
+        }))
     }
 
     pub fn registry(&self) -> Arc<Registry> {
@@ -239,38 +307,35 @@ impl Engine {
         };
         let handle = match c.backend {
             BackendKind::Uring => {
-                match Shard::spawn(
+                match Shard::spawn_to(
                     config.clone(),
                     move || UringBackend::new(depth),
                     self.clock,
                     SHARD_COMMANDS_MAX,
-                    SHARD_EVENTS_MAX,
+                    self.status.clone(),
                 ) {
                     Ok(h) => h,
                     Err(e) => {
                         tracing::warn!(disk, "io_uring unavailable ({e}); using pread threads");
-                        Shard::spawn(
+                        Shard::spawn_to(
                             config,
                             move || Ok(PreadBackend::new(depth)),
                             self.clock,
                             SHARD_COMMANDS_MAX,
-                            SHARD_EVENTS_MAX,
+                            self.status.clone(),
                         )?
                     }
                 }
             }
-            BackendKind::Pread => Shard::spawn(
+            BackendKind::Pread => Shard::spawn_to(
                 config,
                 move || Ok(PreadBackend::new(depth)),
                 self.clock,
                 SHARD_COMMANDS_MAX,
-                SHARD_EVENTS_MAX,
+                self.status.clone(),
             )?,
         };
         tracing::info!(disk, reads_in_flight_max = depth, "shard started");
-        self.control
-            .send(Control::NewShard(disk.to_string(), handle.events.clone()))
-            .map_err(|_| std::io::Error::other("dispatcher is gone"))?;
         let commands = handle.commands.clone();
         shards.insert(
             disk.to_string(),
@@ -281,46 +346,49 @@ impl Engine {
         Ok(commands)
     }
 
-    /// Sends one job to `disk`'s shard; its events go to `sink` under `tag`. Never blocks: a
-    /// full shard queue answers the job as rejected at once.
-    fn submit(&self, disk: &str, work: Work, deadline: Duration, sink: &EventSink, tag: u64) {
+    /// Sends one job to `disk`'s shard; its events go to `sink` under `tag`, joined with the
+    /// plots of `registry`. Never blocks: a job that cannot be queued is refused here, and
+    /// then no event comes for it.
+    #[allow(clippy::too_many_arguments)]
+    fn submit(
+        &self,
+        disk: &str,
+        work: Work,
+        deadline: Duration,
+        registry: &Arc<Registry>,
+        sink: &EventSink,
+        tag: u64,
+    ) -> Result<(), Refused> {
         let id = self.next_job.fetch_add(1, Ordering::Relaxed);
         let commands = lock(&self.shards).get(disk).map(|s| s.commands.clone());
-        let Some(commands) = commands else {
-            let _ = sink.try_send(EngineEvent::Done {
-                tag,
-                disk: disk.to_string(),
-                status: JobStatus::Rejected { reason: "no shard for this disk" },
-            });
-            return;
-        };
-        lock(&self.routes).insert(id, Route { sink: sink.clone(), tag });
-        let job = Job { id, work, deadline: self.clock.now() + deadline };
-        let reason = match commands.try_send(Command::Job(job)) {
-            Ok(()) => return,
-            Err(TrySendError::Full(_)) => "the disk's command queue is full",
-            Err(TrySendError::Disconnected(_)) => "the disk's shard has stopped",
-        };
-        lock(&self.routes).remove(&id);
-        let _ = sink.try_send(EngineEvent::Done {
+        let commands = commands.ok_or(Refused::NoShard)?;
+        let reply = Reply::new(JobReply {
+            sink: sink.clone(),
             tag,
-            disk: disk.to_string(),
-            status: JobStatus::Rejected { reason },
+            disk: Arc::from(disk),
+            registry: registry.clone(),
         });
+        let job = Job { id, work, deadline: self.clock.now() + deadline, reply: Some(reply) };
+        commands.try_send(Command::Job(job)).map_err(|e| match e {
+            TrySendError::Full(_) => Refused::QueueFull,
+            TrySendError::Disconnected(_) => Refused::Stopped,
+        })
     }
 
-    /// Looks `challenge` up in `plots` (grouped by disk): one job per disk, so each disk's
-    /// answers arrive as soon as that disk has them. Returns the number of jobs started (each
-    /// ends with one `Done`).
+    /// Looks `challenge` up in `plots` (grouped by disk; keys of `registry`): one job per
+    /// disk, so each disk's answers arrive as soon as that disk has them. Returns the number
+    /// of jobs accepted (each ends with one `Done`) and the disks that refused theirs.
     pub fn qualities(
         &self,
         challenge: [u8; 32],
         plots: &[(String, Vec<PlotKey>)],
+        registry: &Arc<Registry>,
         sink: &EventSink,
         tag: u64,
-    ) -> usize {
+    ) -> (usize, Vec<(String, Refused)>) {
         let deadline = seconds(self.config.lookup_deadline_seconds);
         let mut jobs = 0;
+        let mut refused = Vec::new();
         for (disk, keys) in plots {
             if keys.is_empty() {
                 continue;
@@ -331,47 +399,61 @@ impl Engine {
                 mode: self.mode(),
                 proofs: false,
             };
-            self.submit(disk, work, deadline, sink, tag);
-            jobs += 1;
+            match self.submit(disk, work, deadline, registry, sink, tag) {
+                Ok(()) => jobs += 1,
+                Err(r) => refused.push((disk.clone(), r)),
+            }
         }
-        jobs
+        (jobs, refused)
     }
 
-    /// Looks up a challenge of its own in each plot (grouped by shard): one job per shard, so
-    /// each disk's answers arrive as soon as that disk has them. Returns the number of jobs
-    /// started (each ends with one `Done`).
+    /// Looks up a challenge of its own in each plot (grouped by shard; keys of `registry`):
+    /// one job per shard, so each disk's answers arrive as soon as that disk has them. Returns
+    /// the number of jobs accepted (each ends with one `Done`) and the disks that refused
+    /// theirs.
     pub fn qualities_each(
         &self,
         items: &[(String, Vec<PlotChallenge>)],
+        registry: &Arc<Registry>,
         sink: &EventSink,
         tag: u64,
-    ) -> usize {
+    ) -> (usize, Vec<(String, Refused)>) {
         let deadline = seconds(self.config.lookup_deadline_seconds);
         let mut jobs = 0;
+        let mut refused = Vec::new();
         for (disk, items) in items {
             if items.is_empty() {
                 continue;
             }
             let work =
                 Work::QualitiesEach { items: items.clone(), mode: self.mode(), proofs: false };
-            self.submit(disk, work, deadline, sink, tag);
-            jobs += 1;
+            match self.submit(disk, work, deadline, registry, sink, tag) {
+                Ok(()) => jobs += 1,
+                Err(r) => refused.push((disk.clone(), r)),
+            }
         }
-        jobs
+        (jobs, refused)
     }
 
     /// Fetches the full proof of entry `index` of `challenge` in the plot `info`.
+    /// Refused: no event will come; the caller answers at once.
     pub fn proof(
         &self,
-        info: &PlotInfo,
+        info: &Arc<PlotInfo>,
         challenge: [u8; 32],
         index: u32,
         sink: &EventSink,
         tag: u64,
-    ) {
+    ) -> Result<(), Refused> {
         let work = Work::Proof { plot: info.key, challenge, index, mode: self.mode() };
         let deadline = seconds(self.config.proof_deadline_seconds);
-        self.submit(&self.shard_name(info), work, deadline, sink, tag);
+        // The job's own registry: this one plot.
+        let registry = Arc::new(Registry {
+            generation: 0,
+            plots: HashMap::from([(info.key, info.clone())]),
+            by_disk: BTreeMap::new(),
+        });
+        self.submit(&self.shard_name(info), work, deadline, &registry, sink, tag)
     }
 
     /// Stops every shard (their threads end once their queued jobs are answered).
@@ -380,105 +462,38 @@ impl Engine {
     }
 }
 
-/// The dispatcher: waits on every shard's event queue at once and forwards each event to the
-/// connection that owns the job. A full connection queue makes it wait (backpressure reaches
-/// the shards, which count it); a closed connection's events are dropped with the connection.
-fn dispatch(
-    control: Receiver<Control>,
-    routes: Arc<Mutex<HashMap<JobId, Route>>>,
-    degraded: Arc<Mutex<HashSet<String>>>,
-    quarantined: Sender<Quarantined>,
-    registry: Arc<Mutex<Arc<Registry>>>,
-) {
-    let mut shards: Vec<(String, Receiver<Event>)> = Vec::new();
-    loop {
-        let mut select = Select::new();
-        select.recv(&control);
-        for (_, rx) in &shards {
-            select.recv(rx);
-        }
-        let op = select.select();
-        let index = op.index();
-        if index == 0 {
-            match op.recv(&control) {
-                Ok(Control::NewShard(name, rx)) => shards.push((name, rx)),
-                // The engine is gone: finish when the shards are.
-                Err(_) if shards.is_empty() => return,
-                Err(_) => {}
-            }
-            continue;
-        }
-        let (name, rx) = &shards[index - 1];
-        let event = match op.recv(rx) {
-            Ok(e) => e,
-            Err(_) => {
-                tracing::info!(disk = %name, "shard stopped");
-                shards.remove(index - 1);
-                if shards.is_empty() && control.is_empty() {
-                    // Only the control channel is left; keep serving new shards.
-                }
-                continue;
-            }
-        };
-        let name = name.clone();
-        forward(event, &name, &routes, &degraded, &quarantined, &registry);
-    }
-}
-
-fn forward(
-    event: Event,
-    disk: &str,
-    routes: &Mutex<HashMap<JobId, Route>>,
-    degraded: &Mutex<HashSet<String>>,
-    quarantined: &Sender<Quarantined>,
-    registry: &Mutex<Arc<Registry>>,
-) {
-    let (job, event) = match event {
-        Event::Found { job, plot, found } => (job, Some((plot, Ok(found)))),
-        Event::PlotFailed { job, plot, error } => (job, Some((plot, Err(error.to_string())))),
-        Event::JobDone { job, status } => {
-            let route = lock(routes).remove(&job);
-            if let Some(r) = route {
-                let done = EngineEvent::Done { tag: r.tag, disk: disk.to_string(), status };
-                let _ = r.sink.blocking_send(done);
-            }
-            return;
-        }
-        Event::PlotQuarantined { plot, reason } => {
-            let path = lock(registry)
-                .plots
-                .get(&plot)
-                .map(|i| i.path.display().to_string())
-                .unwrap_or_else(|| format!("#{}", plot.0));
-            tracing::warn!(disk, plot = %path, "plot quarantined by the engine: {reason}");
-            if quarantined.try_send((plot, reason)).is_err() {
-                tracing::warn!(disk, plot = %path, "quarantine queue full; the next refresh retries it");
-            }
-            return;
-        }
-        Event::DiskDegraded { shard } => {
-            tracing::warn!(disk = %shard, "disk degraded: a read is stuck; new work held back until a probe read succeeds");
-            lock(degraded).insert(shard);
-            return;
-        }
-        Event::DiskRecovered { shard } => {
-            tracing::info!(disk = %shard, "disk recovered");
-            lock(degraded).remove(&shard);
-            return;
-        }
-    };
-    let Some((plot, result)) = event else { return };
-    let route = lock(routes).get(&job).map(|r| (r.sink.clone(), r.tag));
-    if let Some((sink, tag)) = route {
-        let e = match result {
-            Ok(found) => EngineEvent::Found { tag, plot, found },
-            Err(error) => EngineEvent::Failed { tag, plot, error },
-        };
-        let _ = sink.blocking_send(e);
-    }
-}
-
 /// Current monotonic time of the engine's clock (for tests and logs).
 pub fn now(engine: &Engine) -> Duration {
     engine.clock.now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job the engine cannot queue is refused to the caller by return value, and no event
+    /// comes for it: nothing counted can wait for a `Done` that was dropped.
+    #[test]
+    fn a_refused_job_is_returned_not_sent() {
+        let (quarantine, _q) = crossbeam_channel::bounded(1);
+        let engine = Engine::start(EngineConfig::default(), quarantine).expect("engine");
+        // A sink with no room at all: an event sent to it could only be dropped.
+        let (sink, mut events) = mpsc::channel(1);
+        sink.try_send(EngineEvent::Done {
+            tag: 0,
+            disk: Arc::from("x"),
+            status: JobStatus::Complete,
+        })
+        .expect("fill the sink");
+        let registry = engine.registry();
+        let plots = vec![("nvme9n1".to_string(), vec![PlotKey(1)])];
+        let (jobs, refused) = engine.qualities([7; 32], &plots, &registry, &sink, 1);
+        assert_eq!(jobs, 0);
+        assert_eq!(refused, [("nvme9n1".to_string(), Refused::NoShard)]);
+        let items = vec![("nvme9n1".to_string(), vec![(PlotKey(1), [7; 32])])];
+        let (jobs, refused) = engine.qualities_each(&items, &registry, &sink, 2);
+        assert_eq!((jobs, refused.len()), (0, 1));
+        assert!(matches!(events.try_recv(), Ok(EngineEvent::Done { tag: 0, .. })));
+        assert!(events.try_recv().is_err(), "nothing was sent for the refused jobs");
+    }
 }

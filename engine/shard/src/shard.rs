@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -104,6 +105,62 @@ pub struct Job {
     pub work: Work,
     /// Clock time by which the job must be answered.
     pub deadline: Duration,
+    /// Where the job's events go (`Found`, `PlotFailed`, then its one `JobDone`); `None`: the
+    /// shard's own event output, with the events that belong to no job.
+    pub reply: Option<Reply>,
+}
+
+/// Receives the events of the jobs that name it. Called on the shard's thread, in the order
+/// the events arose; it may block, which holds the shard back (backpressure) and loses
+/// nothing.
+pub trait ReplySink: Send + Sync {
+    /// Takes the event; true when it had to wait for room (counted as backpressure).
+    fn deliver(&self, event: Event) -> bool;
+}
+
+/// A job's reply sink, shared by the jobs of one caller.
+#[derive(Clone)]
+pub struct Reply(Arc<dyn ReplySink>);
+
+impl Reply {
+    pub fn new(sink: impl ReplySink + 'static) -> Self {
+        Reply(Arc::new(sink))
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reply")
+    }
+}
+
+/// Two replies are equal when they are the same sink.
+impl PartialEq for Reply {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Reply {}
+
+/// A channel is a sink (blocking when full).
+impl ReplySink for Sender<Event> {
+    fn deliver(&self, event: Event) -> bool {
+        match self.try_send(event) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => false,
+            Err(TrySendError::Full(event)) => {
+                let _ = self.send(event);
+                true
+            }
+        }
+    }
+}
+
+/// Where the events that belong to no job go (plot quarantined, disk degraded or recovered),
+/// and those of jobs without a reply.
+enum Outbox {
+    Channel(Sender<Event>),
+    Sink(Reply),
 }
 
 pub enum Command {
@@ -169,6 +226,8 @@ pub enum Event {
     },
     PlotQuarantined {
         plot: PlotKey,
+        /// The plot's file.
+        path: PathBuf,
         reason: String,
     },
     DiskDegraded {
@@ -256,9 +315,10 @@ pub struct Shard<B: Backend, C: Clock> {
     backend: B,
     clock: C,
     commands: Receiver<Command>,
-    events: Sender<Event>,
-    /// Events queued since the last submit, sent together before the next (see `flush_events`).
-    events_pending: Vec<Event>,
+    events: Outbox,
+    /// Events queued since the last submit with their job's reply, sent together before the
+    /// next submit (see `flush_events`).
+    events_pending: Vec<(Option<Reply>, Event)>,
     plots: HashMap<PlotKey, PlotSlot>,
     jobs: HashMap<JobId, JobState>,
     /// Lookup jobs waiting to start.
@@ -307,7 +367,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             backend,
             clock,
             commands,
-            events,
+            events: Outbox::Channel(events),
             events_pending: Vec::new(),
             plots: HashMap::new(),
             jobs: HashMap::new(),
@@ -349,6 +409,22 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         B: 'static,
         C: Send + 'static,
     {
+        Self::spawn_with(config, make_backend, clock, commands_max, events_max, None)
+    }
+
+    fn spawn_with<F>(
+        config: ShardConfig,
+        make_backend: F,
+        clock: C,
+        commands_max: usize,
+        events_max: usize,
+        outbox: Option<Reply>,
+    ) -> std::io::Result<ShardHandle>
+    where
+        F: FnOnce() -> std::io::Result<B> + Send + 'static,
+        B: 'static,
+        C: Send + 'static,
+    {
         let (command_tx, command_rx) = crossbeam_channel::bounded(commands_max);
         let (event_tx, event_rx) = crossbeam_channel::bounded(events_max);
         let metrics = MetricsHandle::default();
@@ -368,6 +444,9 @@ impl<B: Backend, C: Clock> Shard<B, C> {
                     }
                 };
                 let mut shard = Shard::new(config, backend, clock, command_rx, event_tx);
+                if let Some(outbox) = outbox {
+                    shard.events = Outbox::Sink(outbox);
+                }
                 shard.metrics = published;
                 shard.run();
             })?;
@@ -377,6 +456,25 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             Err(_) => return Err(std::io::Error::other("shard thread ended before starting")),
         }
         Ok(ShardHandle { name, commands: command_tx, events: event_rx, metrics, thread })
+    }
+
+    /// As [`Shard::spawn`], with the events that belong to no job (and those of jobs without
+    /// a reply) delivered to `outbox` instead of a channel; the handle's `events` never
+    /// receives anything.
+    pub fn spawn_to<F>(
+        config: ShardConfig,
+        make_backend: F,
+        clock: C,
+        commands_max: usize,
+        outbox: Reply,
+    ) -> std::io::Result<ShardHandle>
+    where
+        F: FnOnce() -> std::io::Result<B> + Send + 'static,
+        B: 'static,
+        C: Send + 'static,
+    {
+        let handle = Self::spawn_with(config, make_backend, clock, commands_max, 1, Some(outbox))?;
+        Ok(ShardHandle { events: crossbeam_channel::never(), ..handle })
     }
 
     pub fn metrics(&self) -> MetricsHandle {
@@ -478,6 +576,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
                     Err(e) => self.emit(Event::PlotQuarantined {
                         plot: key,
                         reason: format!("{}: {e}", path.display()),
+                        path,
                     }),
                 }
             }
@@ -519,8 +618,8 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         };
         if let Some(reason) = reject {
             self.snapshot.counters.jobs_rejected += 1;
-            return self
-                .emit(Event::JobDone { job: job.id, status: JobStatus::Rejected { reason } });
+            let done = Event::JobDone { job: job.id, status: JobStatus::Rejected { reason } };
+            return self.emit_to(job.reply, done);
         }
         let id = job.id;
         self.jobs
@@ -872,7 +971,8 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             tracing::debug!(disk = %self.config.name, plot = %p.path.display(), "plot quarantined: {reason}");
             p.quarantined = Some(reason.clone());
             self.snapshot.counters.plots_quarantined += 1;
-            self.emit(Event::PlotQuarantined { plot, reason });
+            let path = p.path.clone();
+            self.emit(Event::PlotQuarantined { plot, path, reason });
         }
     }
 
@@ -925,7 +1025,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
                     }
                 };
                 Histograms::record(h, us);
-                self.emit(Event::JobDone { job, status: JobStatus::Complete });
+                self.emit_to(state.job.reply, Event::JobDone { job, status: JobStatus::Complete });
             }
         }
     }
@@ -954,7 +1054,8 @@ impl<B: Backend, C: Clock> Shard<B, C> {
                 }
             }
             self.snapshot.counters.jobs_timed_out += 1;
-            self.emit(Event::JobDone { job: id, status: JobStatus::TimedOut { unanswered } });
+            let done = Event::JobDone { job: id, status: JobStatus::TimedOut { unanswered } };
+            self.emit_to(state.job.reply, done);
         }
         if stuck {
             // Reads that outlived a deadline stay owned by the backend until they complete,
@@ -984,12 +1085,13 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             // Jobs still queued are held back: answered at once as rejected.
             let queued = std::mem::take(&mut self.proof_queue);
             for id in queued.into_iter().chain(std::mem::take(&mut self.queue)) {
-                if self.jobs.remove(&id).is_some() {
+                if let Some(state) = self.jobs.remove(&id) {
                     self.snapshot.counters.jobs_rejected += 1;
-                    self.emit(Event::JobDone {
+                    let done = Event::JobDone {
                         job: id,
                         status: JobStatus::Rejected { reason: "disk degraded" },
-                    });
+                    };
+                    self.emit_to(state.job.reply, done);
                 }
             }
         }
@@ -1026,9 +1128,21 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         }
     }
 
-    /// Queues an event until the next submit (at most `EVENTS_PENDING_MAX` wait).
+    /// Queues an event until the next submit (at most `EVENTS_PENDING_MAX` wait); a job's
+    /// event goes to the job's reply.
     fn emit(&mut self, event: Event) {
-        self.events_pending.push(event);
+        let reply = match &event {
+            Event::Found { job, .. }
+            | Event::PlotFailed { job, .. }
+            | Event::JobDone { job, .. } => self.jobs.get(job).and_then(|s| s.job.reply.clone()),
+            _ => None,
+        };
+        self.emit_to(reply, event);
+    }
+
+    /// Queues an event for `reply` (`None`: the shard's own output).
+    fn emit_to(&mut self, reply: Option<Reply>, event: Event) {
+        self.events_pending.push((reply, event));
         if self.events_pending.len() >= EVENTS_PENDING_MAX {
             self.flush_events();
         }
@@ -1041,12 +1155,21 @@ impl<B: Backend, C: Clock> Shard<B, C> {
     /// Sent together, the consumer wakes once and finds the rest queued. A full channel blocks
     /// the shard (backpressure, counted), never drops an event.
     fn flush_events(&mut self) {
-        for event in self.events_pending.drain(..) {
-            match self.events.try_send(event) {
+        for (reply, event) in self.events_pending.drain(..) {
+            let sink = match (&reply, &self.events) {
+                (Some(reply), _) | (None, Outbox::Sink(reply)) => {
+                    if reply.0.deliver(event) {
+                        self.snapshot.counters.results_backpressure += 1;
+                    }
+                    continue;
+                }
+                (None, Outbox::Channel(sink)) => sink,
+            };
+            match sink.try_send(event) {
                 Ok(()) => {}
                 Err(TrySendError::Full(event)) => {
                     self.snapshot.counters.results_backpressure += 1;
-                    let _ = self.events.send(event);
+                    let _ = sink.send(event);
                 }
                 Err(TrySendError::Disconnected(_)) => {}
             }

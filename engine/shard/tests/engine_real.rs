@@ -66,7 +66,10 @@ where
     let n = jobs.len();
     for (id, work) in jobs.into_iter().enumerate() {
         let deadline = Duration::from_secs(3600);
-        handle.commands.send(Command::Job(Job { id: id as u64, work, deadline })).expect("send");
+        handle
+            .commands
+            .send(Command::Job(Job { id: id as u64, work, deadline, reply: None }))
+            .expect("send");
     }
     let mut results = vec![BTreeMap::new(); n];
     let mut done = 0;

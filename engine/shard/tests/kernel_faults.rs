@@ -904,7 +904,7 @@ fn run_one(
     budget: Duration,
 ) -> (Duration, JobStatus, BTreeMap<u64, Vec<Found>>) {
     let sent = clock.now();
-    let job = Job { id, work, deadline: sent + budget };
+    let job = Job { id, work, deadline: sent + budget, reply: None };
     handle.commands.send(Command::Job(job)).expect("shard takes jobs");
     let mut answers = BTreeMap::new();
     loop {
@@ -1056,7 +1056,10 @@ fn loop_4k_sectors_direct_io_equals_the_decoder() {
     let n = jobs.len();
     for (id, work) in jobs.into_iter().enumerate() {
         let deadline = clock.now() + Duration::from_secs(60);
-        handle.commands.send(Command::Job(Job { id: id as u64, work, deadline })).expect("send");
+        handle
+            .commands
+            .send(Command::Job(Job { id: id as u64, work, deadline, reply: None }))
+            .expect("send");
     }
     let started = clock.now();
     let mut got = vec![BTreeMap::new(); n];
@@ -1250,7 +1253,7 @@ fn stuck_disk_times_out_degrades_and_spares_the_healthy_disk() {
     for (i, budget) in budgets.iter().enumerate() {
         let deadline = clock.now() + *budget;
         deadlines.push(deadline);
-        let job = Job { id: 1 + i as u64, work: stuck_works[i].clone(), deadline };
+        let job = Job { id: 1 + i as u64, work: stuck_works[i].clone(), deadline, reply: None };
         stuck_commands.send(Command::Job(job)).expect("send");
     }
     // The healthy disk meanwhile, the same jobs as the baseline.
@@ -1301,7 +1304,7 @@ fn stuck_disk_times_out_degrades_and_spares_the_healthy_disk() {
     let sent = clock.now();
     let deadline = sent + Duration::from_secs(10);
     stuck_commands
-        .send(Command::Job(Job { id: 3, work: stuck_works[2].clone(), deadline }))
+        .send(Command::Job(Job { id: 3, work: stuck_works[2].clone(), deadline, reply: None }))
         .expect("send");
     let (at, event) = rx.recv_timeout(Duration::from_secs(5)).expect("an answer while degraded");
     assert_eq!(
@@ -1333,7 +1336,9 @@ fn stuck_disk_times_out_degrades_and_spares_the_healthy_disk() {
     let sent = clock.now();
     let work = stuck_works[3].clone();
     let deadline = sent + Duration::from_secs(20);
-    stuck_commands.send(Command::Job(Job { id: 4, work: work.clone(), deadline })).expect("send");
+    stuck_commands
+        .send(Command::Job(Job { id: 4, work: work.clone(), deadline, reply: None }))
+        .expect("send");
     let mut answers = BTreeMap::new();
     loop {
         let (_, event) = rx.recv_timeout(Duration::from_secs(25)).expect("answer after recovery");

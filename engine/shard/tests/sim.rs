@@ -213,6 +213,7 @@ fn answers_like_the_decoder(seed: u64, latency: Latency, name: &str) {
             id: i as u64,
             work: Work::Qualities { challenge: *c, plots: None, mode, proofs },
             deadline,
+            reply: None,
         });
         deadlines.insert(i as u64, deadline);
         let mut w = BTreeMap::new();
@@ -286,6 +287,7 @@ fn a_challenge_per_plot_answers_like_the_decoder() {
             id: job,
             work: Work::QualitiesEach { items, mode: Mode::Chiapos, proofs: false },
             deadline,
+            reply: None,
         });
     }
     let events = rig.run();
@@ -343,7 +345,7 @@ fn proofs_go_ahead_of_lookups_and_have_their_own_limit() {
     for (i, c) in lookups.iter().enumerate() {
         let work =
             Work::Qualities { challenge: *c, plots: None, mode: Mode::Complete, proofs: false };
-        rig.send(Job { id: i as u64, work, deadline });
+        rig.send(Job { id: i as u64, work, deadline, reply: None });
     }
     for (i, (k, c, found)) in proofs.iter().enumerate() {
         let work = Work::Proof {
@@ -352,7 +354,7 @@ fn proofs_go_ahead_of_lookups_and_have_their_own_limit() {
             index: found.index,
             mode: Mode::Complete,
         };
-        rig.send(Job { id: 10 + i as u64, work, deadline });
+        rig.send(Job { id: 10 + i as u64, work, deadline, reply: None });
     }
     let events = rig.run();
     let done: Vec<(u64, JobStatus)> = events
@@ -438,7 +440,7 @@ fn faults_never_break_the_one_outcome_rule() {
                     proofs: i % 3 == 0,
                 }
             };
-            rig.send(Job { id: i as u64, work, deadline });
+            rig.send(Job { id: i as u64, work, deadline, reply: None });
             deadlines.insert(i as u64, deadline);
         }
         let events = rig.run();
@@ -478,7 +480,7 @@ fn a_slow_disk_that_keeps_completing_reads_is_not_degraded() {
         let work =
             Work::Qualities { challenge: *c, plots: None, mode: Mode::Complete, proofs: false };
         let deadline = Duration::from_secs(120);
-        rig.send(Job { id: i as u64, work, deadline });
+        rig.send(Job { id: i as u64, work, deadline, reply: None });
         deadlines.insert(i as u64, deadline);
     }
     let events = rig.run();
@@ -513,7 +515,7 @@ fn hung_disk_degrades_rejects_and_recovers() {
     let mut rig = rig(11, hang, &fx, 16);
     let c = challenges("sim-hang", 1)[0];
     let work = Work::Qualities { challenge: c, plots: None, mode: Mode::Chiapos, proofs: false };
-    rig.send(Job { id: 1, work: work.clone(), deadline: Duration::from_millis(100) });
+    rig.send(Job { id: 1, work: work.clone(), deadline: Duration::from_millis(100), reply: None });
     let events = rig.run_until(|e| matches!(e, Event::JobDone { job: 1, .. }));
     let (at, status) = events
         .iter()
@@ -533,7 +535,12 @@ fn hung_disk_degrades_rejects_and_recovers() {
     assert!(events.iter().any(|(_, e)| matches!(e, Event::DiskDegraded { .. })));
 
     // New work is held back while degraded.
-    rig.send(Job { id: 2, work: work.clone(), deadline: rig.clock.now() + Duration::from_secs(1) });
+    rig.send(Job {
+        id: 2,
+        work: work.clone(),
+        deadline: rig.clock.now() + Duration::from_secs(1),
+        reply: None,
+    });
     let events = rig.run_until(|e| matches!(e, Event::JobDone { job: 2, .. }));
     assert!(events
         .iter()
@@ -544,7 +551,7 @@ fn hung_disk_degrades_rejects_and_recovers() {
     rig.disk.unhang();
     let events = rig.run_until(|e| matches!(e, Event::DiskRecovered { .. }));
     assert!(events.iter().any(|(_, e)| matches!(e, Event::DiskRecovered { .. })));
-    rig.send(Job { id: 3, work, deadline: rig.clock.now() + Duration::from_secs(1) });
+    rig.send(Job { id: 3, work, deadline: rig.clock.now() + Duration::from_secs(1), reply: None });
     let events = rig.run_until(|e| matches!(e, Event::JobDone { job: 3, .. }));
     assert!(events
         .iter()
@@ -594,6 +601,7 @@ fn a_stuck_disk_does_not_hold_back_another() {
                     id: i as u64,
                     work: work.clone(),
                     deadline: Duration::from_secs(5),
+                    reply: None,
                 }))
                 .expect("send");
         }
@@ -669,7 +677,12 @@ fn limits_reject_or_delay_but_never_drop() {
         let work =
             Work::Qualities { challenge: *c, plots: None, mode: Mode::Complete, proofs: false };
         commands
-            .send(Command::Job(Job { id: i as u64, work, deadline: Duration::from_secs(60) }))
+            .send(Command::Job(Job {
+                id: i as u64,
+                work,
+                deadline: Duration::from_secs(60),
+                reply: None,
+            }))
             .expect("send");
     }
     let mut statuses = HashMap::new();
@@ -724,7 +737,12 @@ fn a_slow_consumer_slows_the_shard_and_loses_nothing() {
         let work =
             Work::Qualities { challenge: *c, plots: None, mode: Mode::Chiapos, proofs: false };
         commands
-            .send(Command::Job(Job { id: i as u64, work, deadline: Duration::from_secs(600) }))
+            .send(Command::Job(Job {
+                id: i as u64,
+                work,
+                deadline: Duration::from_secs(600),
+                reply: None,
+            }))
             .expect("send");
         let w = want.entry(i as u64).or_default();
         for (k, f) in fx.iter().enumerate() {

@@ -633,7 +633,10 @@ impl Connection {
         }
         let tag = self.tag();
         let items: Vec<(String, Vec<(PlotKey, B32)>)> = by_disk.into_iter().collect();
-        let jobs = self.shared.engine.qualities_each(&items, &self.sink, tag);
+        let (jobs, refused) = self.shared.engine.qualities_each(&items, &registry, &self.sink, tag);
+        for (disk, reason) in refused {
+            tracing::warn!(peer = %self.peer, disk, signage_point = index, "lookup refused: {reason}");
+        }
         let e = &self.shared.config.engine;
         let deadline = started
             + seconds(e.lookup_deadline_seconds)
@@ -703,9 +706,9 @@ impl Connection {
 
     async fn on_engine(&mut self, event: EngineEvent) -> Result<(), ChiaEnd> {
         match event {
-            EngineEvent::Found { tag, plot, found } => self.on_found(tag, plot, found).await,
-            EngineEvent::Failed { tag, plot, error } => {
-                let path = self.path_of(plot);
+            EngineEvent::Found { tag, info, found } => self.on_found(tag, info, found).await,
+            EngineEvent::Failed { tag, info, error } => {
+                let path = info.path.display();
                 match self.tags.get_mut(&tag) {
                     Some((_, Tag::Lookup)) => {
                         tracing::warn!(plot = %path, "lookup failed: {error}");
@@ -738,11 +741,9 @@ impl Connection {
     async fn on_found(
         &mut self,
         tag: u64,
-        plot: PlotKey,
+        info: Arc<PlotInfo>,
         found: Vec<plot_format::Found>,
     ) -> Result<(), ChiaEnd> {
-        let registry = self.shared.engine.registry();
-        let Some(info) = registry.plots.get(&plot).cloned() else { return Ok(()) };
         match self.tags.get(&tag) {
             Some((sp, Tag::Lookup)) => {
                 let sp = *sp;
@@ -833,10 +834,16 @@ impl Connection {
                     }),
                 ),
             );
+            if let Err(reason) = self.shared.engine.proof(info, challenge, index, &self.sink, tag) {
+                self.tags.remove(&tag);
+                self.shared.metrics.proof_errors_total.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(plot = %info.path.display(), disk = %info.disk,
+                    "proof not fetched: {reason}");
+                continue;
+            }
             if let Some(sp) = self.sps.get_mut(&sp_tag) {
                 sp.proofs_left += 1;
             }
-            self.shared.engine.proof(info, challenge, index, &self.sink, tag);
         }
     }
 

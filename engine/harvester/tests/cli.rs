@@ -210,3 +210,34 @@ fn check_takes_the_keys_file_for_plots_without_a_memo() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("the keys file entry gives plot id"), "{text}");
 }
+
+/// `check --chia-root` checks the plot directories of the chia root's config.yaml (relative
+/// to the root, anchors followed), alone or beside paths; a root without directories is an
+/// error naming the key.
+#[test]
+fn check_takes_the_plot_directories_of_a_chia_root() {
+    let dir = scratch("chia-root");
+    std::fs::create_dir_all(dir.join("config")).expect("config dir");
+    std::os::unix::fs::symlink(fixtures().join("plots"), dir.join("plots")).expect("link");
+    let yaml = "selected_network: &net mainnet\nharvester:\n  selected_network: *net\n  \
+                farmer_peers:\n    - host: localhost\n      port: 8447\n  \
+                plot_directories:\n    - plots\n  unused: {a: 1}\n";
+    std::fs::write(dir.join("config/config.yaml"), yaml).expect("config.yaml");
+    let out = harvester()
+        .arg("check")
+        .args(["--challenges", "3", "--chia-root"])
+        .arg(&dir)
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("6 good, 0 bad"), "{text}");
+
+    let empty = yaml.replace("  plot_directories:\n    - plots\n", "");
+    std::fs::write(dir.join("config/config.yaml"), empty).expect("config.yaml");
+    let out = harvester().args(["check", "--chia-root"]).arg(&dir).output().expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("plot_directories"), "{err}");
+}

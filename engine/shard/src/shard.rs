@@ -20,6 +20,12 @@ pub struct PlotKey(pub u64);
 /// Monotonic time as the shard sees it; the simulated disk substitutes virtual time.
 pub trait Clock {
     fn now(&self) -> Duration;
+    /// True for a clock that follows real time, so an idle shard may sleep on its command
+    /// channel; a virtual clock (tests) returns false and the idle shard returns at once,
+    /// leaving time to whoever moves the clock.
+    fn is_real_time(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -534,10 +540,13 @@ impl<B: Backend, C: Clock> Shard<B, C> {
 
     fn take_commands(&mut self) {
         let idle = self.jobs.is_empty() && self.backend.in_flight() == 0;
-        if idle && !self.disconnected {
+        if idle && !self.disconnected && self.clock.is_real_time() {
             // Nothing to do: sleep on the channel (a degraded disk still probes).
-            let timeout =
-                if self.degraded { self.config.probe_interval } else { Duration::from_millis(100) };
+            let timeout = if self.degraded {
+                self.config.probe_interval.min(self.config.idle_wait_max)
+            } else {
+                self.config.idle_wait_max
+            };
             match self.commands.recv_timeout(timeout) {
                 Ok(c) => self.command(c),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -1034,8 +1043,10 @@ impl<B: Backend, C: Clock> Shard<B, C> {
     /// complete), and marks the disk degraded when a read has been stuck too long.
     fn expire(&mut self) {
         let now = self.clock.now();
-        let expired: Vec<JobId> =
+        let mut expired: Vec<JobId> =
             self.jobs.iter().filter(|(_, s)| s.job.deadline <= now).map(|(id, _)| *id).collect();
+        // In id order, not the map's: a run replays exactly for a seed.
+        expired.sort_unstable();
         let mut stuck = false;
         for id in expired {
             let Some(state) = self.jobs.remove(&id) else { continue };
@@ -1102,7 +1113,13 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         if !self.degraded || self.probe_tag.is_some() || self.clock.now() < self.next_probe {
             return;
         }
-        let Some(file) = self.plots.values().find(|p| p.quarantined.is_none()).map(|p| p.file)
+        // The lowest key, not the map's first: a run replays exactly for a seed.
+        let Some(file) = self
+            .plots
+            .iter()
+            .filter(|(_, p)| p.quarantined.is_none())
+            .min_by_key(|(k, _)| **k)
+            .map(|(_, p)| p.file)
         else {
             return;
         };

@@ -22,6 +22,8 @@ use crate::telemetry::{DaemonMetrics, MetricsSource};
 
 /// Runtime quarantines waiting for the refresh thread.
 const QUARANTINES_QUEUED_MAX: usize = 4096;
+/// How soon plot changes waiting for a busy shard are tried again.
+const BACKLOG_RETRY: Duration = Duration::from_millis(100);
 /// A connection that lasted this long resets the reconnect backoff.
 const HEALTHY_CONNECTION: Duration = Duration::from_secs(30);
 
@@ -157,13 +159,10 @@ fn start_hlog(
     let step = move |log: &mut shard::hlog::HlogWriter, now: std::time::SystemTime| {
         let shards = shared.engine.shard_snapshots();
         let m = &shared.metrics;
-        let copy = |h: &Mutex<hdrhistogram::Histogram<u64>>| {
-            h.lock().map(|h| h.clone()).unwrap_or_else(|p| p.into_inner().clone())
-        };
         let daemon = [
-            ("challenge_latency_us.daemon", copy(&m.challenge_latency_us)),
-            ("proof_request_latency_us.daemon", copy(&m.proof_request_latency_us)),
-            ("signature_latency_us.daemon", copy(&m.signature_latency_us)),
+            ("challenge_latency_us.daemon", m.challenge_latency_us.snapshot()),
+            ("proof_request_latency_us.daemon", m.proof_request_latency_us.snapshot()),
+            ("signature_latency_us.daemon", m.signature_latency_us.snapshot()),
         ];
         let mut tagged: Vec<(String, &hdrhistogram::Histogram<u64>)> = Vec::new();
         for (disk, snap) in &shards {
@@ -353,7 +352,11 @@ fn refresh_loop(
         }
         let next = Instant::now() + interval;
         loop {
-            let wait = next.saturating_duration_since(Instant::now());
+            let mut wait = next.saturating_duration_since(Instant::now());
+            // Plot changes that waited for a busy shard go as soon as it has room.
+            if engine.flush_backlog() > 0 {
+                wait = wait.min(BACKLOG_RETRY);
+            }
             crossbeam_channel::select! {
                 recv(quarantined) -> q => match q {
                     Ok((key, reason)) => {
@@ -364,7 +367,7 @@ fn refresh_loop(
                     Err(_) => return,
                 },
                 recv(stop) -> _ => return,
-                default(wait) => break,
+                default(wait) => if Instant::now() >= next { break },
             }
         }
     }

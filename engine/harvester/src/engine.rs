@@ -88,6 +88,65 @@ struct ShardEntry {
     metrics: MetricsHandle,
 }
 
+/// Plot changes for shards whose command queue was full (a shard stuck in a read with the
+/// pread backend takes no commands): kept in order per shard and sent when there is room, so
+/// the refresh thread never waits on one disk.
+#[derive(Default)]
+struct Backlog {
+    by_shard: BTreeMap<String, std::collections::VecDeque<Command>>,
+}
+
+/// Plot changes waiting for room, across every shard, at most.
+pub const PLOT_COMMANDS_WAITING_MAX: usize = 1_000_000;
+
+impl Backlog {
+    /// Sends `command` unless the shard has commands waiting or no room; then it waits here.
+    /// False when the shard is gone or the backlog is full (the command is dropped).
+    fn send_or_queue(&mut self, shard: &str, commands: &Sender<Command>, command: Command) -> bool {
+        let waiting = self.by_shard.get(shard).is_some_and(|q| !q.is_empty());
+        let command = if waiting {
+            command
+        } else {
+            match commands.try_send(command) {
+                Ok(()) => return true,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(c)) => c,
+            }
+        };
+        if self.len() >= PLOT_COMMANDS_WAITING_MAX {
+            return false;
+        }
+        self.by_shard.entry(shard.to_string()).or_default().push_back(command);
+        true
+    }
+
+    /// Sends what the shards have room for, in order; returns the commands still waiting.
+    fn flush(&mut self, senders: &BTreeMap<String, ShardEntry>) -> usize {
+        for (shard, queue) in &mut self.by_shard {
+            let Some(entry) = senders.get(shard) else {
+                queue.clear();
+                continue;
+            };
+            while let Some(command) = queue.pop_front() {
+                match entry.commands.try_send(command) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(c)) => {
+                        queue.push_front(c);
+                        break;
+                    }
+                    Err(TrySendError::Disconnected(_)) => queue.clear(),
+                }
+            }
+        }
+        self.by_shard.retain(|_, q| !q.is_empty());
+        self.len()
+    }
+
+    fn len(&self) -> usize {
+        self.by_shard.values().map(|q| q.len()).sum()
+    }
+}
+
 /// Runtime quarantines reported by shards, for the plot manager.
 pub type Quarantined = (PlotKey, String);
 
@@ -97,6 +156,7 @@ pub struct Engine {
     registry: Arc<Mutex<Arc<Registry>>>,
     shards: Mutex<BTreeMap<String, ShardEntry>>,
     next_job: AtomicU64,
+    backlog: Mutex<Backlog>,
     status: Reply,
     degraded: Arc<Mutex<HashSet<String>>>,
 }
@@ -192,6 +252,7 @@ impl Engine {
             registry: Arc::default(),
             shards: Mutex::new(BTreeMap::new()),
             next_job: AtomicU64::new(1),
+            backlog: Mutex::new(Backlog::default()),
             status,
             degraded,
         }))
@@ -229,13 +290,16 @@ impl Engine {
         let mut plots = old.plots.clone();
         for key in removed {
             if let Some(info) = plots.remove(key) {
-                if let Some(s) = lock(&self.shards).get(&self.shard_name(&info)) {
-                    let _ = s.commands.send(Command::RemovePlot { key: *key });
+                let name = self.shard_name(&info);
+                if let Some(s) = lock(&self.shards).get(&name) {
+                    let command = Command::RemovePlot { key: *key };
+                    lock(&self.backlog).send_or_queue(&name, &s.commands, command);
                 }
             }
         }
         for Added { info, plot } in added {
-            let commands = match self.shard_for(&self.shard_name(&info), &info.path) {
+            let name = self.shard_name(&info);
+            let commands = match self.shard_for(&name, &info.path) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(disk = %info.disk, plot = %info.path.display(),
@@ -244,10 +308,11 @@ impl Engine {
                 }
             };
             let command = Command::AddPlot { key: info.key, path: info.path.clone(), plot };
-            // The refresh thread may wait here: the shard takes commands every tick.
-            if commands.send(command).is_err() {
+            // Never waits: a shard with no room gets the plot when it has (`flush_backlog`);
+            // lookups meanwhile answer "unknown plot" for it, as for a plot being opened.
+            if !lock(&self.backlog).send_or_queue(&name, &commands, command) {
                 tracing::error!(disk = %info.disk, plot = %info.path.display(),
-                    "shard thread is gone; plot not served");
+                    "the disk's shard is gone or too far behind; plot not served");
                 continue;
             }
             plots.insert(info.key, info);
@@ -261,6 +326,13 @@ impl Engine {
         }
         let next = Registry { generation: old.generation + 1, plots, by_disk };
         *lock(&self.registry) = Arc::new(next);
+    }
+
+    /// Sends the plot changes that waited for room; returns how many still wait (the refresh
+    /// thread calls it again soon while any do).
+    pub fn flush_backlog(&self) -> usize {
+        let shards = lock(&self.shards);
+        lock(&self.backlog).flush(&shards)
     }
 
     /// The shard that serves a plot: its disk, or with `shards_per_disk` S > 1 one of the S
@@ -470,6 +542,51 @@ pub fn now(engine: &Engine) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A shard that takes no commands never holds up the refresh: its plot changes wait in
+    /// order and go when it has room; other shards are not held back.
+    #[test]
+    fn plot_changes_for_a_full_shard_wait_without_blocking() {
+        let (stuck_tx, stuck_rx) = crossbeam_channel::bounded(1);
+        let (fine_tx, fine_rx) = crossbeam_channel::bounded(16);
+        let mut shards = BTreeMap::new();
+        for (name, tx) in [("stuck", stuck_tx.clone()), ("fine", fine_tx.clone())] {
+            shards.insert(
+                name.to_string(),
+                ShardEntry { commands: tx, metrics: MetricsHandle::default() },
+            );
+        }
+        let mut backlog = Backlog::default();
+        for key in 0..5 {
+            assert!(backlog.send_or_queue(
+                "stuck",
+                &stuck_tx,
+                Command::RemovePlot { key: PlotKey(key) }
+            ));
+            assert!(backlog.send_or_queue(
+                "fine",
+                &fine_tx,
+                Command::RemovePlot { key: PlotKey(key) }
+            ));
+        }
+        assert_eq!(fine_rx.len(), 5, "a shard with room gets its commands at once");
+        assert_eq!(backlog.len(), 4, "the stuck shard's queue holds 1, 4 wait");
+        assert_eq!(backlog.flush(&shards), 4, "no room yet");
+        let keys = |rx: &crossbeam_channel::Receiver<Command>| -> Vec<u64> {
+            rx.try_iter()
+                .map(|c| match c {
+                    Command::RemovePlot { key } => key.0,
+                    _ => u64::MAX,
+                })
+                .collect()
+        };
+        let mut got = keys(&stuck_rx);
+        while backlog.flush(&shards) > 0 {
+            got.extend(keys(&stuck_rx));
+        }
+        got.extend(keys(&stuck_rx));
+        assert_eq!(got, [0, 1, 2, 3, 4], "in order, none lost");
+    }
 
     /// A job the engine cannot queue is refused to the caller by return value, and no event
     /// comes for it: nothing counted can wait for a `Done` that was dropped.

@@ -7,7 +7,6 @@
 //! before they leave.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -88,7 +87,7 @@ enum JobKind {
 }
 
 /// A signature computed on the blocking pool: request id, quality, kind, start, result.
-type Signed = (Option<u16>, Bytes32, SignKind, Instant, Result<protocol::G2, String>);
+type Signed = (Option<u16>, Bytes32, SignKind, Instant, protocol::G2);
 
 struct Selection {
     generation: u64,
@@ -132,6 +131,8 @@ struct Connection {
     next_tag: u64,
     selection: Option<Selection>,
     signing: JoinSet<Signed>,
+    /// The request id of each signing task, to answer it even if the task panics.
+    signing_requests: HashMap<tokio::task::Id, Option<u16>>,
 }
 
 /// Serves one farmer connection until it ends; returns why.
@@ -157,8 +158,8 @@ where
     let (sink, mut events) = mpsc::channel(shared.config.engine.events_queued_max);
     let write_timeout = seconds(shared.config.farmer.write_timeout_seconds);
     let mut writer = tokio::spawn(write_frames(wr, out_rx, write_timeout));
-    shared.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-    shared.metrics.connections_active.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.connections_total.inc();
+    shared.metrics.connections_active.inc();
     let mut conn = Connection {
         shared: shared.clone(),
         peer,
@@ -170,6 +171,7 @@ where
         next_tag: 1,
         selection: None,
         signing: JoinSet::new(),
+        signing_requests: HashMap::new(),
     };
     let mut decoder = FrameDecoder::new(limits);
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
@@ -200,9 +202,15 @@ where
                     break end;
                 }
             }
-            Some(done) = conn.signing.join_next(), if !conn.signing.is_empty() => {
-                let Ok((id, quality, kind, started, result)) = done else { continue };
-                if let Err(end) = conn.on_signed(id, quality, kind, started, result).await {
+            Some(done) = conn.signing.join_next_with_id(), if !conn.signing.is_empty() => {
+                let reply = match done {
+                    Ok((task, (id, quality, kind, started, signature))) => {
+                        conn.signing_requests.remove(&task);
+                        conn.on_signed(id, quality, kind, started, signature).await
+                    }
+                    Err(e) => conn.on_signing_failed(e).await,
+                };
+                if let Err(end) = reply {
                     break end;
                 }
             }
@@ -215,7 +223,7 @@ where
                         "a frame stayed incomplete for more than {frame_timeout:?} ({} bytes)",
                         decoder.buffered_bytes()
                     );
-                    shared.metrics.frames_rejected_total.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.frames_rejected_total.inc();
                     tracing::warn!(peer = %conn.peer, "closing the connection: {reason}");
                     let reply = Message::error(None, ErrorCode::ProtocolViolation, reason.clone());
                     let _ = conn.send(reply).await;
@@ -227,8 +235,8 @@ where
         }
     };
     let in_flight = conn.jobs.values().filter(|j| matches!(j, JobKind::Challenge { .. })).count();
-    shared.metrics.challenges_in_flight.fetch_sub(in_flight as i64, Ordering::Relaxed);
-    shared.metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
+    shared.metrics.challenges_in_flight.dec_by(in_flight as i64);
+    shared.metrics.connections_active.dec();
     // Let the writer flush what was queued (e.g. the ProtocolViolation error), briefly.
     drop(conn);
     if !writer.is_finished() {
@@ -287,7 +295,7 @@ impl Connection {
                     Ok(Some(message)) => self.on_message(message).await?,
                     Ok(None) => break,
                     Err(e) => {
-                        self.shared.metrics.frames_rejected_total.fetch_add(1, Ordering::Relaxed);
+                        self.shared.metrics.frames_rejected_total.inc();
                         let reply = self.session.on_codec_error(&e);
                         tracing::warn!(peer = %self.peer, "closing the connection: {e}");
                         let _ = self.send(reply).await;
@@ -351,7 +359,7 @@ impl Connection {
                 tracing::warn!(peer = %self.peer, code = code.code(), "the farmer reports an error: {message}");
             }
             Input::Close { reply, reason } => {
-                self.shared.metrics.protocol_errors_total.fetch_add(1, Ordering::Relaxed);
+                self.shared.metrics.protocol_errors_total.inc();
                 tracing::warn!(peer = %self.peer, "closing the connection: {reason}");
                 let _ = self.send(reply).await;
                 return Err(ConnectionEnd::Violation(reason));
@@ -367,7 +375,7 @@ impl Connection {
     }
 
     fn start_challenge(&mut self, challenge: Bytes32) {
-        self.shared.metrics.challenges_total.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.challenges_total.inc();
         let tag = self.tag();
         let registry = self.registry();
         let plots = self.selection(&registry).to_vec();
@@ -381,7 +389,7 @@ impl Connection {
             self.session.on_challenge_done(challenge);
             return;
         }
-        self.shared.metrics.challenges_in_flight.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.challenges_in_flight.inc();
         self.jobs.insert(
             tag,
             JobKind::Challenge {
@@ -403,13 +411,13 @@ impl Connection {
     ) -> Result<(), ConnectionEnd> {
         let registry = self.registry();
         let Some(info) = registry.plots.get(&plot) else {
-            self.shared.metrics.proof_errors_total.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.proof_errors_total.inc();
             let text = "the plot of this quality is no longer served (removed or quarantined)";
             return self.send_error(id, ErrorCode::PlotUnavailable, text.into()).await;
         };
         let tag = self.tag();
         if let Err(reason) = self.shared.engine.proof(info, challenge, index, &self.sink, tag) {
-            self.shared.metrics.proof_errors_total.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.proof_errors_total.inc();
             let text = format!(
                 "plot {}: disk {} refused the job: {reason}",
                 info.path.display(),
@@ -442,13 +450,23 @@ impl Connection {
     ) -> Result<(), ConnectionEnd> {
         let registry = self.registry();
         let Some(info) = registry.plots.get(&plot).cloned() else {
-            self.shared.metrics.signature_errors_total.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.signature_errors_total.inc();
             let text = "the plot of this quality is no longer served (removed or quarantined)";
             return self.send_error(id, ErrorCode::PlotUnavailable, text.into()).await;
         };
         let started = Instant::now();
-        self.signing.spawn_blocking(move || (id, quality, kind, started, Ok(info.sign(&message))));
+        let task =
+            self.signing.spawn_blocking(move || (id, quality, kind, started, info.sign(&message)));
+        self.signing_requests.insert(task.id(), id);
         Ok(())
+    }
+
+    /// A signing task that panicked (or was cancelled): its request still gets an answer.
+    async fn on_signing_failed(&mut self, e: tokio::task::JoinError) -> Result<(), ConnectionEnd> {
+        let id = self.signing_requests.remove(&e.id()).flatten();
+        self.shared.metrics.signature_errors_total.inc();
+        tracing::error!(peer = %self.peer, "signing failed: {e}");
+        self.send_error(id, ErrorCode::Internal, "signing failed inside the harvester".into()).await
     }
 
     async fn on_signed(
@@ -457,16 +475,9 @@ impl Connection {
         quality: Bytes32,
         kind: SignKind,
         started: Instant,
-        result: Result<protocol::G2, String>,
+        signature: protocol::G2,
     ) -> Result<(), ConnectionEnd> {
-        let signature = match result {
-            Ok(s) => s,
-            Err(e) => {
-                self.shared.metrics.signature_errors_total.fetch_add(1, Ordering::Relaxed);
-                return self.send_error(id, ErrorCode::Internal, e).await;
-            }
-        };
-        self.shared.metrics.signatures_total.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.signatures_total.inc();
         self.shared.metrics.record_signature(started.elapsed());
         let body = match kind {
             SignKind::Header => {
@@ -513,7 +524,7 @@ impl Connection {
                 if let Some(JobKind::Challenge { responses, .. }) = self.jobs.get_mut(&tag) {
                     *responses += sent;
                 }
-                self.shared.metrics.challenge_responses_total.fetch_add(sent, Ordering::Relaxed);
+                self.shared.metrics.challenge_responses_total.inc_by(sent);
             }
             Some(JobKind::Proof { .. }) => {
                 let Some(JobKind::Proof {
@@ -543,9 +554,9 @@ impl Connection {
                     ),
                 };
                 if matches!(reply.body, Body::RespondProofOfSpace { .. }) {
-                    self.shared.metrics.proofs_total.fetch_add(1, Ordering::Relaxed);
+                    self.shared.metrics.proofs_total.inc();
                 } else {
-                    self.shared.metrics.proof_errors_total.fetch_add(1, Ordering::Relaxed);
+                    self.shared.metrics.proof_errors_total.inc();
                 }
                 self.shared.metrics.record_proof_request(started.elapsed());
                 self.send(reply).await?;
@@ -616,7 +627,7 @@ impl Connection {
                 *answered = true;
                 let (id, started) = (*id, *started);
                 tracing::warn!(plot = %path, disk = %disk, "proof failed: {error}");
-                self.shared.metrics.proof_errors_total.fetch_add(1, Ordering::Relaxed);
+                self.shared.metrics.proof_errors_total.inc();
                 self.shared.metrics.record_proof_request(started.elapsed());
                 self.send_error(id, ErrorCode::LookupFailed, format!("plot {path}: {error}"))
                     .await?;
@@ -636,7 +647,7 @@ impl Connection {
         match job {
             JobKind::Challenge { challenge, started, jobs_left, .. } => {
                 if let JobStatus::TimedOut { unanswered } = &status {
-                    self.shared.metrics.lookups_timed_out_total.fetch_add(1, Ordering::Relaxed);
+                    self.shared.metrics.lookups_timed_out_total.inc();
                     tracing::warn!(peer = %self.peer, disk, challenge = %hex::encode(*challenge), unanswered,
                         "lookup deadline passed on this disk; answered with what arrived");
                 }
@@ -648,7 +659,7 @@ impl Connection {
                     let (challenge, started) = (*challenge, *started);
                     self.jobs.remove(&tag);
                     self.session.on_challenge_done(challenge);
-                    self.shared.metrics.challenges_in_flight.fetch_sub(1, Ordering::Relaxed);
+                    self.shared.metrics.challenges_in_flight.dec();
                     self.shared.metrics.record_challenge(started.elapsed());
                 }
             }
@@ -666,7 +677,7 @@ impl Connection {
                     .unwrap_or_else(|| format!("#{}", plot.0));
                 let (code, text) = match status {
                     JobStatus::TimedOut { .. } => {
-                        self.shared.metrics.lookups_timed_out_total.fetch_add(1, Ordering::Relaxed);
+                        self.shared.metrics.lookups_timed_out_total.inc();
                         (
                             ErrorCode::TimedOut,
                             format!("plot {path}: disk {disk} did not answer before the deadline"),
@@ -680,7 +691,7 @@ impl Connection {
                         (ErrorCode::LookupFailed, format!("plot {path}: the entry was not found"))
                     }
                 };
-                self.shared.metrics.proof_errors_total.fetch_add(1, Ordering::Relaxed);
+                self.shared.metrics.proof_errors_total.inc();
                 self.shared.metrics.record_proof_request(started.elapsed());
                 tracing::warn!(peer = %self.peer, disk, plot = %path, "proof request failed: {text}");
                 self.send_error(id, code, text).await?;

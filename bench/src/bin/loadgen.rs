@@ -1,32 +1,18 @@
 //! `loadgen`: drives the engine (one shard per disk, io_uring) with challenges and reports
-//! throughput and latency, as text and JSON.
-//!
-//! loadgen --plots DIR... [--copies N] [--challenges M] [--reads-in-flight Q]
-//!         [--cache warm|cold] [--mode chiapos|complete] [--proofs] [--concurrency C]
-//!         [--deadline-ms D] [--blkio-cgroup-prefix PREFIX] [--rate PER_SEC] [--shards-per-disk S] [--json FILE]
-//!         [--hlog FILE [--hlog-interval-ms N]]
-//!
-//! `--shards-per-disk S` splits each disk's plots and queue depth over S shards (threads), for
-//! fast disks where one decoding thread is the limit. `--rate R` paces the challenges (challenge i no earlier than i / R s after the start; still
-//! at most `--concurrency` in flight), to compare with a paced farmer. `--copies N` serves every plot N times (under distinct keys, the same file), so 10,000
-//! plots fit on a small machine. `--cache cold` uses O_DIRECT (the page cache is bypassed);
-//! `warm` uses buffered reads after reading every file once. `--deadline-ms` is every
-//! challenge job's budget (default 30,000). With `--blkio-cgroup-prefix PREFIX`, each shard
-//! thread moves itself into the cgroup-v1 blkio group `/sys/fs/cgroup/blkio/PREFIX-<disk>`
-//! (`<disk>` as `disk_io::device::disk_of` names it, e.g. `loop3`) if that directory exists,
-//! before its ring is made; a failed move stops loadgen. The report adds per-disk figures.
+//! throughput and latency, as text and JSON (`loadgen --help` lists the options).
 //!
 //! `--hlog FILE` also writes an HdrHistogram interval log (`shard::hlog`; read it with
 //! `HistogramLogProcessor` or `hdrhistogram::serialization::interval_log`): from the first
-//! challenge on, every `--hlog-interval-ms` (default 1,000) and once at the end, what each
-//! shard's four engine histograms (tags `<metric>.<disk>`, e.g. `read_latency_us.vda`) and the
-//! per-challenge latency (tag `challenge`) gained in that interval, in microseconds.
+//! challenge on, every `--hlog-interval-ms` and once at the end, what each shard's four engine
+//! histograms (tags `<metric>.<disk>`, e.g. `read_latency_us.vda`) and the per-challenge latency
+//! (tag `challenge`) gained in that interval, in microseconds.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use clap::{Parser, ValueEnum};
 use disk_io::{uring::UringBackend, DirectIo};
 use hdrhistogram::Histogram;
 use plot_format::Mode;
@@ -36,100 +22,92 @@ use shard::{
     Snapshot, Work,
 };
 
-struct Args {
-    plots: Vec<PathBuf>,
-    copies: usize,
-    challenges: u32,
-    reads_in_flight: usize,
-    cold: bool,
-    mode: Mode,
-    proofs: bool,
-    json: Option<PathBuf>,
-    concurrency: usize,
-    deadline: Duration,
-    blkio_cgroup_prefix: Option<String>,
-    /// Challenges per second (open loop); `None`: as fast as `concurrency` allows.
-    rate: Option<f64>,
-    /// Shards (threads and rings) per disk, splitting its plots and its queue depth.
-    shards_per_disk: usize,
-    hlog: Option<PathBuf>,
-    hlog_interval: Duration,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Cache {
+    /// Buffered reads, after reading every file once.
+    Warm,
+    /// O_DIRECT: the page cache is bypassed.
+    Cold,
 }
 
-fn parse() -> Result<Args, String> {
-    let mut a = Args {
-        plots: Vec::new(),
-        copies: 1,
-        challenges: 100,
-        reads_in_flight: 64,
-        cold: false,
-        mode: Mode::Chiapos,
-        proofs: false,
-        json: None,
-        concurrency: 4,
-        deadline: Duration::from_secs(30),
-        blkio_cgroup_prefix: None,
-        rate: None,
-        shards_per_disk: 1,
-        hlog: None,
-        hlog_interval: Duration::from_secs(1),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--plots" => a.plots.push(value()?.into()),
-            "--copies" => a.copies = value()?.parse().map_err(|e| format!("--copies: {e}"))?,
-            "--challenges" => {
-                a.challenges = value()?.parse().map_err(|e| format!("--challenges: {e}"))?
-            }
-            "--reads-in-flight" => {
-                a.reads_in_flight =
-                    value()?.parse().map_err(|e| format!("--reads-in-flight: {e}"))?
-            }
-            "--concurrency" => {
-                a.concurrency = value()?.parse().map_err(|e| format!("--concurrency: {e}"))?
-            }
-            "--cache" => a.cold = value()? == "cold",
-            "--mode" => {
-                a.mode = if value()? == "complete" { Mode::Complete } else { Mode::Chiapos }
-            }
-            "--proofs" => a.proofs = true,
-            "--json" => a.json = Some(value()?.into()),
-            "--deadline-ms" => {
-                let ms = value()?.parse().map_err(|e| format!("--deadline-ms: {e}"))?;
-                a.deadline = Duration::from_millis(ms)
-            }
-            "--blkio-cgroup-prefix" => a.blkio_cgroup_prefix = Some(value()?),
-            "--shards-per-disk" => {
-                a.shards_per_disk =
-                    value()?.parse().map_err(|e| format!("--shards-per-disk: {e}"))?;
-                if !(1..=64).contains(&a.shards_per_disk) {
-                    return Err("--shards-per-disk: 1..=64".into());
-                }
-            }
-            "--rate" => {
-                let r: f64 = value()?.parse().map_err(|e| format!("--rate: {e}"))?;
-                if !(r.is_finite() && r > 0.0) {
-                    return Err("--rate: challenges per second, > 0".into());
-                }
-                a.rate = Some(r)
-            }
-            "--hlog" => a.hlog = Some(value()?.into()),
-            "--hlog-interval-ms" => {
-                let ms: u64 = value()?.parse().map_err(|e| format!("--hlog-interval-ms: {e}"))?;
-                if ms == 0 {
-                    return Err("--hlog-interval-ms: milliseconds, > 0".into());
-                }
-                a.hlog_interval = Duration::from_millis(ms)
-            }
-            other => return Err(format!("unknown flag {other}")),
-        }
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LookupMode {
+    /// Exactly chiapos' answers.
+    Chiapos,
+    /// Every table-7 entry of the challenge, also those chiapos misses.
+    Complete,
+}
+
+/// Drives the engine (one shard per disk, io_uring) with challenges and reports throughput and
+/// latency, as text on stdout and, with --json, as JSON.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen")]
+struct Args {
+    /// A plot file, or a folder searched for *.plot files; repeat for more.
+    #[arg(long, value_name = "PATH", required = true)]
+    plots: Vec<PathBuf>,
+    /// Serve every plot N times (under distinct keys, the same file), so that thousands of
+    /// plots fit on a small machine.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    copies: usize,
+    /// Challenges to send (challenge i is sha256("loadgen" || i as 4 bytes, big-endian)).
+    #[arg(long, default_value_t = 100, value_name = "M")]
+    challenges: u32,
+    /// Most reads in flight per disk (never more than the device queues; shared by the disk's
+    /// shards).
+    #[arg(long, default_value_t = 64, value_name = "Q")]
+    reads_in_flight: usize,
+    /// The page cache: warm (buffered) or cold (O_DIRECT).
+    #[arg(long, value_enum, default_value_t = Cache::Warm)]
+    cache: Cache,
+    /// Which answers a lookup finds.
+    #[arg(long, value_enum, default_value_t = LookupMode::Chiapos)]
+    mode: LookupMode,
+    /// Fetch every quality's full proof too.
+    #[arg(long)]
+    proofs: bool,
+    /// Challenges in flight at once.
+    #[arg(long, default_value_t = 4, value_name = "C",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    concurrency: usize,
+    /// Every challenge job's budget, in milliseconds.
+    #[arg(long, default_value_t = 30_000, value_name = "D")]
+    deadline_ms: u64,
+    /// Each shard thread moves itself into the cgroup-v1 blkio group
+    /// /sys/fs/cgroup/blkio/PREFIX-<disk> (<disk> as disk_io::device::disk_of names it, e.g.
+    /// loop3) if that folder exists, before its ring is made; a failed move stops loadgen. The
+    /// report adds per-disk figures.
+    #[arg(long, value_name = "PREFIX")]
+    blkio_cgroup_prefix: Option<String>,
+    /// Pace the challenges: challenge i no earlier than i / PER_SEC seconds after the start
+    /// (still at most --concurrency in flight), to compare with a paced farmer. Default: as
+    /// fast as --concurrency allows.
+    #[arg(long, value_name = "PER_SEC", value_parser = rate)]
+    rate: Option<f64>,
+    /// Shards (threads and rings) per disk, splitting its plots and its queue depth: for fast
+    /// disks where one decoding thread is the limit.
+    #[arg(long, default_value_t = 1, value_name = "S",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    shards_per_disk: usize,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write an HdrHistogram interval log here (each shard's engine histograms and the
+    /// per-challenge latency, in microseconds).
+    #[arg(long, value_name = "FILE")]
+    hlog: Option<PathBuf>,
+    /// The --hlog interval, in milliseconds.
+    #[arg(long, default_value_t = 1_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    hlog_interval_ms: u64,
+}
+
+fn rate(text: &str) -> Result<f64, String> {
+    let r: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if !(r.is_finite() && r > 0.0) {
+        return Err("challenges per second, > 0".into());
     }
-    if a.plots.is_empty() {
-        return Err("usage: loadgen --plots DIR... [--copies N] [--challenges M] [--reads-in-flight Q] [--cache warm|cold] [--mode chiapos|complete] [--proofs] [--concurrency C] [--deadline-ms D] [--blkio-cgroup-prefix PREFIX] [--rate PER_SEC] [--shards-per-disk S] [--json FILE] [--hlog FILE [--hlog-interval-ms N]]".into());
-    }
-    Ok(a)
+    Ok(r)
 }
 
 fn find_plots(paths: &[PathBuf]) -> Vec<PathBuf> {
@@ -183,23 +161,23 @@ fn open_files() -> usize {
 }
 
 fn main() {
+    let args = Args::parse();
+    let cold = args.cache == Cache::Cold;
+    let mode = match args.mode {
+        LookupMode::Chiapos => Mode::Chiapos,
+        LookupMode::Complete => Mode::Complete,
+    };
+    let deadline = Duration::from_millis(args.deadline_ms);
     // The engine's warnings (submit failures, O_DIRECT fallbacks) on stderr; RUST_LOG for more.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let args = match parse() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    };
     let files = find_plots(&args.plots);
     if files.is_empty() {
         eprintln!("no plots found");
         std::process::exit(2);
     }
-    if !args.cold {
+    if !cold {
         for f in &files {
             let _ = std::fs::read(f);
         }
@@ -229,7 +207,7 @@ fn main() {
         let name = if parts > 1 { format!("{disk}#{part}") } else { disk.clone() };
         let config = ShardConfig {
             name: name.clone(),
-            direct_io: if args.cold { DirectIo::Prefer } else { DirectIo::Off },
+            direct_io: if cold { DirectIo::Prefer } else { DirectIo::Off },
             ..ShardConfig::default()
         };
         let cgroup = args
@@ -272,12 +250,8 @@ fn main() {
     }
     // A job over no plots: its answer means every AddPlot before it was handled.
     for s in &shards {
-        let work = Work::Qualities {
-            challenge: [0; 32],
-            plots: Some(Vec::new()),
-            mode: args.mode,
-            proofs: false,
-        };
+        let work =
+            Work::Qualities { challenge: [0; 32], plots: Some(Vec::new()), mode, proofs: false };
         let job = Job { id: u64::MAX, work, deadline: Duration::from_secs(3600), reply: None };
         s.commands.send(Command::Job(job)).expect("shard alive");
         loop {
@@ -298,7 +272,7 @@ fn main() {
     // Shared with the --hlog recorder thread.
     let per_challenge = Arc::new(Mutex::new(per_challenge));
     let hlog = args.hlog.as_ref().map(|path| {
-        hlog_start(path, args.hlog_interval, &shards, &per_challenge)
+        hlog_start(path, Duration::from_millis(args.hlog_interval_ms), &shards, &per_challenge)
             .unwrap_or_else(|e| panic!("--hlog {}: {e}", path.display()))
     });
     let started = Instant::now();
@@ -308,7 +282,6 @@ fn main() {
     let mut rejected = 0u64;
     // Per shard: lookups its jobs left unanswered (timed out or rejected).
     let mut unanswered_by_shard = vec![0u64; shards.len()];
-    let deadline = args.deadline;
     let sel = crossbeam_channel_select(&shards);
     while next < challenges.len() || !in_flight.is_empty() {
         // With --rate, challenge i is sent no earlier than i / rate seconds after the start.
@@ -321,7 +294,7 @@ fn main() {
             let work = Work::Qualities {
                 challenge: challenges[next],
                 plots: None,
-                mode: args.mode,
+                mode,
                 proofs: args.proofs,
             };
             for s in &shards {
@@ -423,10 +396,10 @@ fn main() {
     let lookups = plot_count * u64::from(args.challenges);
     let report = serde_json::json!({
         "plots": plot_count, "files": files.len(), "shards": shards.len(),
-        "challenges": args.challenges, "cache": if args.cold { "cold (O_DIRECT)" } else { "warm" },
-        "mode": format!("{:?}", args.mode), "proofs": args.proofs,
+        "challenges": args.challenges, "cache": if cold { "cold (O_DIRECT)" } else { "warm" },
+        "mode": format!("{mode:?}"), "proofs": args.proofs,
         "reads_in_flight_max": args.reads_in_flight, "concurrency": args.concurrency,
-        "deadline_ms": args.deadline.as_millis() as u64,
+        "deadline_ms": args.deadline_ms,
         "seconds": seconds, "lookups": lookups, "lookups_per_second": lookups as f64 / seconds,
         "lookups_answered": lookups_answered,
         "lookups_answered_per_second": lookups_answered as f64 / seconds,

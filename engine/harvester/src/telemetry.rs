@@ -1,28 +1,41 @@
 //! Metrics: the daemon's own counters, gauges and latency histograms, the per-disk shard
-//! snapshots, their rendering in the Prometheus text format (version 0.0.4), and a minimal
-//! HTTP/1.1 server for `GET /metrics`.
+//! snapshots, their rendering in the Prometheus text format (version 0.0.4), and the HTTP
+//! endpoint `GET /metrics` (hyper's HTTP/1.1 server).
 //!
 //! Invariants:
+//! - Every metric is registered once, in one `Registry` made by `registry`: the daemon's
+//!   (`DaemonMetrics::register`) as prometheus-client metrics, the shards' by a collector that
+//!   reads their latest snapshots at each scrape (`DISK_*` below).
 //! - Recording is a relaxed atomic add or, for a histogram, one short mutex hold around
 //!   `saturating_record`; a scrape holds a histogram's mutex only to clone it.
 //! - Every metric is in base units with the `harvester_` prefix: latencies in seconds, sizes in
 //!   bytes. HdrHistograms (µs) become cumulative Prometheus buckets at `LATENCY_BOUNDS_US`.
-//! - The HTTP server bounds everything: request head size, time to read it, time to write the
-//!   answer, and connections at once. Every connection is closed after one answer.
+//! - The endpoint bounds everything: request head size, time to read it, time to answer, and
+//!   connections at once. Every connection is closed after one answer.
 
 use std::collections::{HashMap, HashSet};
-use std::io;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::convert::Infallible;
+use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE as CONTENT_TYPE_HEADER};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::encoding::{
+    prometheus_text, DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::Exemplar;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use prometheus_client::registry::{Metric, Registry};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -58,137 +71,164 @@ pub const DISKS_MAX: usize = 1024;
 pub const PLOT_STATES_MAX: usize = 64;
 
 const MICROS_PER_SECOND: f64 = 1_000_000.0;
-/// After answering, how long and how much we read and discard before closing.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
-const DRAIN_BYTES_MAX: usize = 64 * 1024;
 
-/// Errors of one metrics HTTP connection. `serve` logs them at debug level and carries on.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TelemetryError {
-    /// The request head did not end within `head_bytes_max` bytes.
-    #[error("request head longer than {limit_bytes} bytes")]
-    HeadTooLarge {
-        /// The limit.
-        limit_bytes: usize,
-    },
-    /// The request head did not arrive within `head_read_timeout`.
-    #[error("request head not received within {0:?}")]
-    HeadTimeout(Duration),
-    /// The peer closed before sending a whole request head.
-    #[error("connection closed before the request head ended")]
-    ClosedEarly,
-    /// The answer could not be written within `write_timeout`.
-    #[error("response not written within {0:?}")]
-    WriteTimeout(Duration),
-    /// A socket error.
-    #[error("socket error: {0}")]
-    Io(#[from] io::Error),
-}
+/// A latency histogram in microseconds (`HISTOGRAM_LOW_US` ..= `HISTOGRAM_HIGH_US`,
+/// `HISTOGRAM_SIGNIFICANT_DIGITS`), exported in seconds at `LATENCY_BOUNDS_US`. Clones share
+/// the one histogram (the registry holds a clone).
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram(Arc<Mutex<Histogram<u64>>>);
 
-/// An empty latency histogram: microseconds, `HISTOGRAM_LOW_US` ..= `HISTOGRAM_HIGH_US`,
-/// `HISTOGRAM_SIGNIFICANT_DIGITS`.
-pub fn new_latency_histogram() -> Mutex<Histogram<u64>> {
-    // The bounds are constants that hdrhistogram accepts (low >= 1, high >= 2 * low,
-    // digits <= 5), so this cannot fail.
-    Mutex::new(
-        Histogram::new_with_bounds(
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        // The bounds are constants that hdrhistogram accepts (low >= 1, high >= 2 * low,
+        // digits <= 5), so this cannot fail.
+        let histogram = Histogram::new_with_bounds(
             HISTOGRAM_LOW_US,
             HISTOGRAM_HIGH_US,
             HISTOGRAM_SIGNIFICANT_DIGITS,
         )
-        .expect("constant histogram bounds are valid"),
-    )
-}
-
-/// Records one latency; below 1 µs counts as 1 µs, above one hour as one hour. The lock is
-/// held only for the record.
-pub fn record_latency(histogram: &Mutex<Histogram<u64>>, latency: Duration) {
-    let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-    let mut h = histogram.lock().unwrap_or_else(PoisonError::into_inner);
-    h.saturating_record(micros.max(HISTOGRAM_LOW_US));
-}
-
-/// A copy of the histogram; the lock is held only for the copy.
-fn snapshot_latency(histogram: &Mutex<Histogram<u64>>) -> Histogram<u64> {
-    histogram.lock().unwrap_or_else(PoisonError::into_inner).clone()
-}
-
-/// The daemon's own metrics (the shards keep theirs). Shared as `Arc<DaemonMetrics>`.
-///
-/// Counters and gauges are plain atomics: update them with `fetch_add` / `fetch_sub` and
-/// `Ordering::Relaxed`. Gauges are signed so that an unpaired decrement shows up as a negative
-/// value instead of wrapping to 2^64.
-#[derive(Debug)]
-pub struct DaemonMetrics {
-    /// Challenges (new signage points) received from the farmer.
-    pub challenges_total: AtomicU64,
-    /// Responses (qualities found) sent for challenges.
-    pub challenge_responses_total: AtomicU64,
-    /// Proofs sent to the farmer.
-    pub proofs_total: AtomicU64,
-    /// Proof requests that failed.
-    pub proof_errors_total: AtomicU64,
-    /// Signatures made for the farmer.
-    pub signatures_total: AtomicU64,
-    /// Signature requests that failed.
-    pub signature_errors_total: AtomicU64,
-    /// Lookups answered too late for their deadline.
-    pub lookups_timed_out_total: AtomicU64,
-    /// Frames from the farmer that were rejected as malformed or unexpected.
-    pub frames_rejected_total: AtomicU64,
-    /// Connections to the farmer established.
-    pub connections_total: AtomicU64,
-    /// Connections to the farmer closed because of a protocol error.
-    pub protocol_errors_total: AtomicU64,
-    /// Connections to the farmer open now.
-    pub connections_active: AtomicI64,
-    /// Challenges whose lookups are still running.
-    pub challenges_in_flight: AtomicI64,
-    /// Time to make one signature (µs).
-    pub signature_latency_us: Mutex<Histogram<u64>>,
-    /// A proof request: request in to response out (µs).
-    pub proof_request_latency_us: Mutex<Histogram<u64>>,
-    /// A challenge: challenge in to its last response out (µs).
-    pub challenge_latency_us: Mutex<Histogram<u64>>,
-}
-
-impl Default for DaemonMetrics {
-    fn default() -> Self {
-        DaemonMetrics {
-            challenges_total: AtomicU64::new(0),
-            challenge_responses_total: AtomicU64::new(0),
-            proofs_total: AtomicU64::new(0),
-            proof_errors_total: AtomicU64::new(0),
-            signatures_total: AtomicU64::new(0),
-            signature_errors_total: AtomicU64::new(0),
-            lookups_timed_out_total: AtomicU64::new(0),
-            frames_rejected_total: AtomicU64::new(0),
-            connections_total: AtomicU64::new(0),
-            protocol_errors_total: AtomicU64::new(0),
-            connections_active: AtomicI64::new(0),
-            challenges_in_flight: AtomicI64::new(0),
-            signature_latency_us: new_latency_histogram(),
-            proof_request_latency_us: new_latency_histogram(),
-            challenge_latency_us: new_latency_histogram(),
-        }
+        .expect("constant histogram bounds are valid");
+        LatencyHistogram(Arc::new(Mutex::new(histogram)))
     }
+}
+
+impl LatencyHistogram {
+    /// Records one latency; below 1 µs counts as 1 µs, above one hour as one hour. The lock is
+    /// held only for the record.
+    pub fn record(&self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let mut h = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        h.saturating_record(micros.max(HISTOGRAM_LOW_US));
+    }
+
+    /// A copy of the histogram; the lock is held only for the copy.
+    pub fn snapshot(&self) -> Histogram<u64> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        Buckets::from_hdr(&self.snapshot()).encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// The daemon's own metrics (the shards keep theirs). Shared as `Arc<DaemonMetrics>`; each
+/// field is exported under the name and help text `register` gives it.
+///
+/// Gauges are signed so that an unpaired decrement shows up as a negative value instead of
+/// wrapping to 2^64.
+#[derive(Debug, Default)]
+pub struct DaemonMetrics {
+    // Counters.
+    pub challenges_total: Counter,
+    pub challenge_responses_total: Counter,
+    pub proofs_total: Counter,
+    pub proof_errors_total: Counter,
+    pub signatures_total: Counter,
+    pub signature_errors_total: Counter,
+    pub lookups_timed_out_total: Counter,
+    pub frames_rejected_total: Counter,
+    pub connections_total: Counter,
+    pub protocol_errors_total: Counter,
+    // Gauges.
+    pub connections_active: Gauge,
+    pub challenges_in_flight: Gauge,
+    // Latencies (also in the `--hlog` interval logs, as `<field>.daemon`).
+    pub signature_latency_us: LatencyHistogram,
+    pub proof_request_latency_us: LatencyHistogram,
+    pub challenge_latency_us: LatencyHistogram,
 }
 
 impl DaemonMetrics {
     /// Records the time one signature took.
     pub fn record_signature(&self, latency: Duration) {
-        record_latency(&self.signature_latency_us, latency);
+        self.signature_latency_us.record(latency);
     }
 
     /// Records one proof request, request in to response out.
     pub fn record_proof_request(&self, latency: Duration) {
-        record_latency(&self.proof_request_latency_us, latency);
+        self.proof_request_latency_us.record(latency);
     }
 
     /// Records one challenge, challenge in to last response out.
     pub fn record_challenge(&self, latency: Duration) {
-        record_latency(&self.challenge_latency_us, latency);
+        self.challenge_latency_us.record(latency);
+    }
+
+    /// Registers every field (a clone sharing its value) under its name, after the registry's
+    /// `harvester_` prefix; the encoder appends `_total` to counters and a full stop to help.
+    fn register(&self, registry: &mut Registry) {
+        // Counters are registered, so read, before the gauges in one scrape: a scraper that
+        // sees every challenge taken and none in flight knows every lookup ended (the tests'
+        // drains rely on it).
+        let counters: [(&str, &str, &Counter); 10] = [
+            (
+                "challenges",
+                "Challenges (signage points) received from the farmer",
+                &self.challenges_total,
+            ),
+            (
+                "challenge_responses",
+                "Responses sent for challenges",
+                &self.challenge_responses_total,
+            ),
+            ("proofs", "Proofs sent to the farmer", &self.proofs_total),
+            ("proof_errors", "Proof requests that failed", &self.proof_errors_total),
+            ("signatures", "Signatures made for the farmer", &self.signatures_total),
+            ("signature_errors", "Signature requests that failed", &self.signature_errors_total),
+            (
+                "lookups_timed_out",
+                "Lookups that missed their deadline",
+                &self.lookups_timed_out_total,
+            ),
+            (
+                "frames_rejected",
+                "Frames from the farmer rejected as malformed or unexpected",
+                &self.frames_rejected_total,
+            ),
+            ("connections", "Connections to the farmer established", &self.connections_total),
+            (
+                "protocol_errors",
+                "Farmer connections closed because of a protocol error",
+                &self.protocol_errors_total,
+            ),
+        ];
+        let gauges: [(&str, &str, &Gauge); 2] = [
+            ("connections_active", "Connections to the farmer open now", &self.connections_active),
+            (
+                "challenges_in_flight",
+                "Challenges whose lookups are still running",
+                &self.challenges_in_flight,
+            ),
+        ];
+        let latencies: [(&str, &str, &LatencyHistogram); 3] = [
+            ("signature_latency_seconds", "Time to make one signature", &self.signature_latency_us),
+            (
+                "proof_request_latency_seconds",
+                "Proof request from the farmer: request in to response out",
+                &self.proof_request_latency_us,
+            ),
+            (
+                "challenge_latency_seconds",
+                "Challenge from the farmer: challenge in to its last response out",
+                &self.challenge_latency_us,
+            ),
+        ];
+        register_clones(registry, &counters);
+        register_clones(registry, &gauges);
+        register_clones(registry, &latencies);
+    }
+}
+
+/// Registers a clone of each metric (sharing its value) as `(name, help, metric)`.
+fn register_clones<M: Metric + Clone>(registry: &mut Registry, metrics: &[(&str, &str, &M)]) {
+    for &(name, help, metric) in metrics {
+        registry.register(name, help, metric.clone());
     }
 }
 
@@ -202,14 +242,21 @@ pub trait MetricsSource: Send + Sync {
     fn daemon(&self) -> &DaemonMetrics;
 }
 
-/// The metrics of `source` in the Prometheus text format (`CONTENT_TYPE`).
-pub fn render(source: &dyn MetricsSource) -> String {
+/// Every metric of `source`, registered once: the daemon's metrics, and a collector that reads
+/// the shards' snapshots and the plot counts at each scrape.
+pub fn registry(source: Arc<dyn MetricsSource>) -> Registry {
     let mut registry = Registry::with_prefix("harvester");
-    registry.register_collector(Box::new(Scrape::collect(source)));
+    source.daemon().register(&mut registry);
+    registry.register_collector(Box::new(SnapshotCollector(source)));
+    registry
+}
+
+/// The metrics of `registry` in the Prometheus text format (`CONTENT_TYPE`).
+pub fn render(registry: &Registry) -> String {
     let mut out = String::new();
-    // Writing into a String cannot fail and our collector returns only the writer's errors,
-    // so an error here would be a bug in the encoder; serve what was produced rather than panic.
-    if let Err(e) = prometheus_text::encode(&mut out, &registry) {
+    // Writing into a String cannot fail and our metrics return only the writer's errors, so
+    // an error here would be a bug in the encoder; serve what was produced rather than panic.
+    if let Err(e) = prometheus_text::encode(&mut out, registry) {
         tracing::error!(error = %e, "encoding metrics failed");
     }
     out
@@ -218,11 +265,13 @@ pub fn render(source: &dyn MetricsSource) -> String {
 /// Limits of the metrics HTTP server. `Default` is what `serve` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeLimits {
-    /// Longest request head (request line plus headers) accepted.
+    /// Longest request head (request line plus headers) accepted; a longer one gets 431.
     pub head_bytes_max: usize,
-    /// Time allowed for the whole request head to arrive.
+    /// Time allowed for the whole request head to arrive, from the accept; then the connection
+    /// is closed without an answer.
     pub head_read_timeout: Duration,
-    /// Time allowed to write the answer.
+    /// Time allowed, beyond `head_read_timeout`, to answer: the connection is closed
+    /// `head_read_timeout + write_timeout` after the accept, answered or not.
     pub write_timeout: Duration,
     /// Connections handled at once; further ones wait in the listen backlog.
     pub connections_max: usize,
@@ -256,6 +305,7 @@ pub async fn serve_with_limits(
     limits: ServeLimits,
 ) {
     assert!(limits.connections_max > 0 && limits.head_bytes_max > 0);
+    let registry = Arc::new(registry(source));
     let permits = Arc::new(Semaphore::new(limits.connections_max));
     let mut connections = JoinSet::new();
     loop {
@@ -291,314 +341,149 @@ pub async fn serve_with_limits(
                 }
             },
         };
-        let source = Arc::clone(&source);
+        let registry = Arc::clone(&registry);
         connections.spawn(async move {
             let _permit = permit;
-            if let Err(e) = handle_connection(stream, source.as_ref(), limits).await {
-                tracing::debug!(error = %e, "metrics connection");
-            }
+            serve_connection(stream, registry, limits).await;
         });
     }
     connections.shutdown().await;
 }
 
-/// One request, one answer, then close.
-async fn handle_connection(
-    mut stream: TcpStream,
-    source: &dyn MetricsSource,
-    limits: ServeLimits,
-) -> Result<(), TelemetryError> {
-    let head = tokio::time::timeout(
-        limits.head_read_timeout,
-        read_head(&mut stream, limits.head_bytes_max),
-    )
-    .await
-    .map_err(|_| TelemetryError::HeadTimeout(limits.head_read_timeout))?;
-    let (response, result) = match head {
-        Ok(head) => (route(&head, source), Ok(())),
-        Err(e @ TelemetryError::HeadTooLarge { .. }) => {
-            (Response::plain(400, "Bad Request", "request head too large\n"), Err(e))
-        }
-        Err(e) => return Err(e),
-    };
-    tokio::time::timeout(limits.write_timeout, write_response(&mut stream, &response))
-        .await
-        .map_err(|_| TelemetryError::WriteTimeout(limits.write_timeout))??;
-    // The answer is out; a client that keeps the connection open only costs this much more.
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain(&mut stream)).await;
-    result
-}
-
-/// Reads up to and including the blank line that ends the request head. Never buffers more
-/// than `limit_bytes`.
-async fn read_head(stream: &mut TcpStream, limit_bytes: usize) -> Result<Vec<u8>, TelemetryError> {
-    let mut head = vec![0u8; limit_bytes];
-    let mut len = 0;
-    loop {
-        if len == limit_bytes {
-            return Err(TelemetryError::HeadTooLarge { limit_bytes });
-        }
-        let n = stream.read(&mut head[len..]).await?;
-        if n == 0 {
-            return Err(TelemetryError::ClosedEarly);
-        }
-        // Search only where a terminator could newly be, i.e. from 3 bytes before the new data.
-        let from = len.saturating_sub(3);
-        len += n;
-        if let Some(end) = find_head_end(&head[from..len]) {
-            head.truncate(from + end);
-            return Ok(head);
-        }
+/// One request, one answer, then close. Errors (a bad or slow request, a reset) are logged at
+/// debug level: they concern only this client.
+async fn serve_connection(stream: TcpStream, registry: Arc<Registry>, limits: ServeLimits) {
+    let service = service_fn(move |request| {
+        std::future::ready(Ok::<_, Infallible>(answer(&request, &registry)))
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.head_read_timeout)
+        .max_header_size(limits.head_bytes_max)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    let deadline = limits.head_read_timeout + limits.write_timeout;
+    match tokio::time::timeout(deadline, connection).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "metrics connection"),
+        Err(_) => tracing::debug!(?deadline, "metrics connection: not answered in time"),
     }
 }
 
-/// The length of the head up to and including its terminating blank line, if complete.
-fn find_head_end(bytes: &[u8]) -> Option<usize> {
-    bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
-}
-
-/// An HTTP answer.
-#[derive(Debug, PartialEq, Eq)]
-struct Response {
-    status: u16,
-    reason: &'static str,
-    content_type: &'static str,
-    body: String,
-    /// HEAD: send the headers of the body but not the body.
-    omit_body: bool,
-    allow: Option<&'static str>,
-}
-
-impl Response {
-    fn plain(status: u16, reason: &'static str, body: &str) -> Response {
-        Response {
-            status,
-            reason,
-            content_type: "text/plain; charset=utf-8",
-            body: body.to_owned(),
-            omit_body: false,
-            allow: None,
-        }
+/// `/metrics` for GET and HEAD (hyper leaves out HEAD's body), 405 for other methods, 404 for
+/// other paths (the query is ignored).
+fn answer<B>(request: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
+    if request.uri().path() != "/metrics" {
+        return plain(StatusCode::NOT_FOUND, "not found; try /metrics\n");
     }
-
-    fn encode_head(&self) -> String {
-        let mut head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-            self.status,
-            self.reason,
-            self.content_type,
-            self.body.len()
-        );
-        if let Some(allow) = self.allow {
-            head.push_str("Allow: ");
-            head.push_str(allow);
-            head.push_str("\r\n");
-        }
-        head.push_str("\r\n");
-        head
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
     }
+    let mut response = Response::new(Full::new(Bytes::from(render(registry))));
+    response.headers_mut().insert(CONTENT_TYPE_HEADER, HeaderValue::from_static(CONTENT_TYPE));
+    response
 }
 
-/// Answers a complete request head.
-fn route(head: &[u8], source: &dyn MetricsSource) -> Response {
-    let Some((method, target)) = parse_request_line(head) else {
-        return Response::plain(400, "Bad Request", "bad request\n");
-    };
-    let path = target.split('?').next().unwrap_or(target);
-    if path != "/metrics" {
-        return Response::plain(404, "Not Found", "not found; try /metrics\n");
-    }
-    match method {
-        "GET" | "HEAD" => Response {
-            status: 200,
-            reason: "OK",
-            content_type: CONTENT_TYPE,
-            body: render(source),
-            omit_body: method == "HEAD",
-            allow: None,
-        },
-        _ => Response {
-            allow: Some("GET, HEAD"),
-            ..Response::plain(405, "Method Not Allowed", "method not allowed\n")
-        },
-    }
+fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE_HEADER, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
 }
 
-/// `(method, target)` from `METHOD SP TARGET SP HTTP/1.x CRLF`, or `None` if malformed.
-fn parse_request_line(head: &[u8]) -> Option<(&str, &str)> {
-    let line_end = head.windows(2).position(|w| w == b"\r\n")?;
-    let line = std::str::from_utf8(&head[..line_end]).ok()?;
-    let mut parts = line.split(' ');
-    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    let well_formed = parts.next().is_none()
-        && !method.is_empty()
-        && method.bytes().all(|b| b.is_ascii_uppercase())
-        && target.starts_with('/')
-        && target.bytes().all(|b| b.is_ascii_graphic())
-        && (version == "HTTP/1.1" || version == "HTTP/1.0");
-    well_formed.then_some((method, target))
-}
+// ---- The shards' metrics: read from their latest snapshots at each scrape. ----
 
-/// Writes the answer and shuts down our side of the connection.
-async fn write_response(stream: &mut TcpStream, response: &Response) -> io::Result<()> {
-    stream.write_all(response.encode_head().as_bytes()).await?;
-    if !response.omit_body {
-        stream.write_all(response.body.as_bytes()).await?;
-    }
-    stream.shutdown().await
-}
-
-/// Discards what the client still sends (at most `DRAIN_BYTES_MAX`) until it closes. Closing
-/// a socket with unread data makes the kernel send a reset, which can destroy the answer
-/// before the client has read it (e.g. after a 400 for an oversized head).
-async fn drain(stream: &mut TcpStream) {
-    let mut sink = [0u8; 4096];
-    let mut drained = 0;
-    while drained < DRAIN_BYTES_MAX {
-        match stream.read(&mut sink).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => drained += n,
-        }
-    }
-}
-
-// ---- Scrape: a self-contained copy of everything one render needs. ----
-
-/// One metric family in a table: its name (after the `harvester_` prefix and without the
-/// `_total` the encoder appends to counters), its help text, and how to read its value.
-struct Family<In, Out> {
+/// One per-disk metric: its name (after the `harvester_` prefix and without the `_total` the
+/// encoder appends to counters), its help text, and how to read its value from a snapshot.
+struct SnapshotField<In, Out> {
     name: &'static str,
     help: &'static str,
     read: fn(&In) -> &Out,
 }
 
-impl<In, Out> Family<In, Out> {
+impl<In, Out> SnapshotField<In, Out> {
     const fn new(name: &'static str, help: &'static str, read: fn(&In) -> &Out) -> Self {
-        Family { name, help, read }
+        SnapshotField { name, help, read }
     }
 }
 
-const DISK_COUNTERS: [Family<shard::Counters, u64>; 12] = [
-    Family::new("reads", "Plot reads completed on this disk.", |c| &c.reads),
-    Family::new("read_bytes", "Bytes read from plots on this disk.", |c| &c.read_bytes),
-    Family::new("read_errors", "Plot reads on this disk that failed.", |c| &c.read_errors),
-    Family::new(
+const DISK_COUNTERS: [SnapshotField<shard::Counters, u64>; 12] = [
+    SnapshotField::new("reads", "Plot reads completed on this disk.", |c| &c.reads),
+    SnapshotField::new("read_bytes", "Bytes read from plots on this disk.", |c| &c.read_bytes),
+    SnapshotField::new("read_errors", "Plot reads on this disk that failed.", |c| &c.read_errors),
+    SnapshotField::new(
         "reads_coalesced",
         "Reads answered by an identical read already in flight on this disk.",
         |c| &c.reads_coalesced,
     ),
-    Family::new(
+    SnapshotField::new(
         "reads_late",
         "Read completions that arrived after their job was already answered.",
         |c| &c.reads_late,
     ),
-    Family::new("lookup_jobs", "Lookup jobs accepted by this disk's shard.", |c| &c.jobs),
-    Family::new("lookup_jobs_timed_out", "Lookup jobs that missed their deadline.", |c| {
+    SnapshotField::new("lookup_jobs", "Lookup jobs accepted by this disk's shard.", |c| &c.jobs),
+    SnapshotField::new("lookup_jobs_timed_out", "Lookup jobs that missed their deadline.", |c| {
         &c.jobs_timed_out
     }),
-    Family::new(
+    SnapshotField::new(
         "lookup_jobs_rejected",
         "Lookup jobs refused because the shard's queue was full.",
         |c| &c.jobs_rejected,
     ),
-    Family::new("qualities", "Qualities found on this disk.", |c| &c.qualities),
-    Family::new("plot_errors", "Plot decode or read errors on this disk.", |c| &c.plot_errors),
-    Family::new(
+    SnapshotField::new("qualities", "Qualities found on this disk.", |c| &c.qualities),
+    SnapshotField::new("plot_errors", "Plot decode or read errors on this disk.", |c| {
+        &c.plot_errors
+    }),
+    SnapshotField::new(
         "results_backpressure",
         "Times this disk's shard waited because the results channel was full.",
         |c| &c.results_backpressure,
     ),
-    Family::new(
+    SnapshotField::new(
         "disk_degraded_episodes",
         "Times this disk entered the degraded (slow) state.",
         |c| &c.degraded_episodes,
     ),
 ];
 
-const DISK_GAUGES: [Family<shard::Snapshot, u64>; 3] = [
-    Family::new("reads_in_flight", "Reads submitted to this disk and not yet completed.", |s| {
-        &s.reads_in_flight
-    }),
-    Family::new("disk_degraded", "1 while this disk is degraded (too slow), else 0.", |s| {
+const DISK_GAUGES: [SnapshotField<shard::Snapshot, u64>; 3] = [
+    SnapshotField::new(
+        "reads_in_flight",
+        "Reads submitted to this disk and not yet completed.",
+        |s| &s.reads_in_flight,
+    ),
+    SnapshotField::new("disk_degraded", "1 while this disk is degraded (too slow), else 0.", |s| {
         if s.degraded {
             &1
         } else {
             &0
         }
     }),
-    Family::new("plots_active", "Plots on this disk being served.", |s| &s.plots_active),
+    SnapshotField::new("plots_active", "Plots on this disk being served.", |s| &s.plots_active),
 ];
 
-const DISK_HISTOGRAMS: [Family<shard::Histograms, Histogram<u64>>; 4] = [
-    Family::new("read_latency_seconds", "Latency of one plot read, submit to completion.", |h| {
-        &h.read_latency_us
-    }),
-    Family::new(
+const DISK_HISTOGRAMS: [SnapshotField<shard::Histograms, Histogram<u64>>; 4] = [
+    SnapshotField::new(
+        "read_latency_seconds",
+        "Latency of one plot read, submit to completion.",
+        |h| &h.read_latency_us,
+    ),
+    SnapshotField::new(
         "lookup_latency_seconds",
         "Quality lookup: accepted to its last result out.",
         |h| &h.lookup_latency_us,
     ),
-    Family::new("proof_latency_seconds", "Proof lookup: accepted to the proof out.", |h| {
+    SnapshotField::new("proof_latency_seconds", "Proof lookup: accepted to the proof out.", |h| {
         &h.proof_latency_us
     }),
-    Family::new(
+    SnapshotField::new(
         "queue_wait_seconds",
         "Time a job waits in the shard's queue before it starts.",
         |h| &h.queue_wait_us,
-    ),
-];
-
-// Counters are read before the gauges in one scrape: a scraper that sees every challenge
-// taken and none in flight knows every lookup ended (the tests' drains rely on it).
-const DAEMON_COUNTERS: [Family<DaemonMetrics, AtomicU64>; 10] = [
-    Family::new("challenges", "Challenges (signage points) received from the farmer.", |d| {
-        &d.challenges_total
-    }),
-    Family::new("challenge_responses", "Responses sent for challenges.", |d| {
-        &d.challenge_responses_total
-    }),
-    Family::new("proofs", "Proofs sent to the farmer.", |d| &d.proofs_total),
-    Family::new("proof_errors", "Proof requests that failed.", |d| &d.proof_errors_total),
-    Family::new("signatures", "Signatures made for the farmer.", |d| &d.signatures_total),
-    Family::new("signature_errors", "Signature requests that failed.", |d| {
-        &d.signature_errors_total
-    }),
-    Family::new("lookups_timed_out", "Lookups that missed their deadline.", |d| {
-        &d.lookups_timed_out_total
-    }),
-    Family::new(
-        "frames_rejected",
-        "Frames from the farmer rejected as malformed or unexpected.",
-        |d| &d.frames_rejected_total,
-    ),
-    Family::new("connections", "Connections to the farmer established.", |d| &d.connections_total),
-    Family::new("protocol_errors", "Farmer connections closed because of a protocol error.", |d| {
-        &d.protocol_errors_total
-    }),
-];
-
-const DAEMON_GAUGES: [Family<DaemonMetrics, AtomicI64>; 2] = [
-    Family::new("connections_active", "Connections to the farmer open now.", |d| {
-        &d.connections_active
-    }),
-    Family::new("challenges_in_flight", "Challenges whose lookups are still running.", |d| {
-        &d.challenges_in_flight
-    }),
-];
-
-const DAEMON_HISTOGRAMS: [Family<DaemonMetrics, Mutex<Histogram<u64>>>; 3] = [
-    Family::new("signature_latency_seconds", "Time to make one signature.", |d| {
-        &d.signature_latency_us
-    }),
-    Family::new(
-        "proof_request_latency_seconds",
-        "Proof request from the farmer: request in to response out.",
-        |d| &d.proof_request_latency_us,
-    ),
-    Family::new(
-        "challenge_latency_seconds",
-        "Challenge from the farmer: challenge in to its last response out.",
-        |d| &d.challenge_latency_us,
     ),
 ];
 
@@ -631,7 +516,7 @@ impl Buckets {
         Buckets { per_bucket, sum_seconds: h.mean() * count as f64 / MICROS_PER_SECOND, count }
     }
 
-    fn encode(&self, encoder: &mut MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), fmt::Error> {
         encoder.encode_histogram::<NoLabelSet>(
             self.sum_seconds,
             self.count,
@@ -641,96 +526,39 @@ impl Buckets {
     }
 }
 
-#[derive(Debug)]
-struct DiskScrape {
-    disk: String,
-    counters: [u64; DISK_COUNTERS.len()],
-    gauges: [u64; DISK_GAUGES.len()],
-    histograms: [Buckets; DISK_HISTOGRAMS.len()],
-}
+/// Encodes the shards' and the plots' metrics from `MetricsSource` at each scrape.
+struct SnapshotCollector(Arc<dyn MetricsSource>);
 
-#[derive(Debug)]
-struct Scrape {
-    disks: Vec<DiskScrape>,
-    plots_by_state: Vec<(&'static str, u64)>,
-    daemon_counters: [u64; DAEMON_COUNTERS.len()],
-    daemon_gauges: [i64; DAEMON_GAUGES.len()],
-    daemon_histograms: [Buckets; DAEMON_HISTOGRAMS.len()],
-}
-
-impl Scrape {
-    /// Copies what one render needs out of `source`. Disks past `DISKS_MAX` and disks whose
-    /// label repeats are dropped (a repeated series would make Prometheus reject the whole
-    /// scrape); plot states that repeat are summed.
-    fn collect(source: &dyn MetricsSource) -> Scrape {
-        let shards = source.shards();
-        let mut seen = HashSet::new();
-        let mut disks = Vec::with_capacity(shards.len().min(DISKS_MAX));
-        for (disk, s) in shards {
-            if disks.len() == DISKS_MAX {
-                tracing::warn!(limit = DISKS_MAX, "metrics: too many disks, rest not shown");
-                break;
-            }
-            if !seen.insert(disk.clone()) {
-                tracing::warn!(disk, "metrics: disk label repeated, shown once");
-                continue;
-            }
-            disks.push(DiskScrape {
-                counters: DISK_COUNTERS.map(|f| *(f.read)(&s.counters)),
-                gauges: DISK_GAUGES.map(|f| *(f.read)(&s)),
-                histograms: DISK_HISTOGRAMS.map(|f| Buckets::from_hdr((f.read)(&s.histograms))),
-                disk,
-            });
-        }
-
-        let mut plots_by_state: Vec<(&'static str, u64)> = Vec::new();
-        for (state, count) in source.plots_by_state() {
-            if let Some((_, total)) = plots_by_state.iter_mut().find(|(s, _)| *s == state) {
-                *total = total.saturating_add(count);
-            } else if plots_by_state.len() < PLOT_STATES_MAX {
-                plots_by_state.push((state, count));
-            } else {
-                tracing::warn!(state, "metrics: too many plot states, rest not shown");
-            }
-        }
-
-        let daemon = source.daemon();
-        Scrape {
-            disks,
-            plots_by_state,
-            daemon_counters: DAEMON_COUNTERS.map(|f| (f.read)(daemon).load(Ordering::Relaxed)),
-            daemon_gauges: DAEMON_GAUGES.map(|f| (f.read)(daemon).load(Ordering::Relaxed)),
-            daemon_histograms: DAEMON_HISTOGRAMS
-                .map(|f| Buckets::from_hdr(&snapshot_latency((f.read)(daemon)))),
-        }
+impl fmt::Debug for SnapshotCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SnapshotCollector")
     }
 }
 
-impl Collector for Scrape {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        for (i, f) in DISK_HISTOGRAMS.iter().enumerate() {
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let disks = distinct_disks(self.0.shards());
+        for f in &DISK_HISTOGRAMS {
             let mut metric =
                 encoder.encode_descriptor(f.name, f.help, None, MetricType::Histogram)?;
-            for disk in &self.disks {
-                let labels = [("disk", disk.disk.as_str())];
-                disk.histograms[i].encode(&mut metric.encode_family(&labels)?)?;
+            for (disk, s) in &disks {
+                let buckets = Buckets::from_hdr((f.read)(&s.histograms));
+                buckets.encode(metric.encode_family(&[("disk", disk.as_str())])?)?;
             }
         }
-        for (i, f) in DISK_COUNTERS.iter().enumerate() {
+        for f in &DISK_COUNTERS {
             let mut metric =
                 encoder.encode_descriptor(f.name, f.help, None, MetricType::Counter)?;
-            for disk in &self.disks {
-                let labels = [("disk", disk.disk.as_str())];
+            for (disk, s) in &disks {
                 metric
-                    .encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, u64, u64>(&disk.counters[i], None)?;
+                    .encode_family(&[("disk", disk.as_str())])?
+                    .encode_counter::<NoLabelSet, u64, u64>((f.read)(&s.counters), None)?;
             }
         }
-        for (i, f) in DISK_GAUGES.iter().enumerate() {
+        for f in &DISK_GAUGES {
             let mut metric = encoder.encode_descriptor(f.name, f.help, None, MetricType::Gauge)?;
-            for disk in &self.disks {
-                let labels = [("disk", disk.disk.as_str())];
-                metric.encode_family(&labels)?.encode_gauge(&disk.gauges[i])?;
+            for (disk, s) in &disks {
+                metric.encode_family(&[("disk", disk.as_str())])?.encode_gauge((f.read)(s))?;
             }
         }
         let mut plots = encoder.encode_descriptor(
@@ -739,29 +567,45 @@ impl Collector for Scrape {
             None,
             MetricType::Gauge,
         )?;
-        for (state, count) in &self.plots_by_state {
-            plots.encode_family(&[("state", *state)])?.encode_gauge(count)?;
-        }
-        for (f, value) in DAEMON_COUNTERS.iter().zip(&self.daemon_counters) {
-            encoder
-                .encode_descriptor(f.name, f.help, None, MetricType::Counter)?
-                .encode_counter::<NoLabelSet, u64, u64>(value, None)?;
-        }
-        for (f, value) in DAEMON_GAUGES.iter().zip(&self.daemon_gauges) {
-            encoder
-                .encode_descriptor(f.name, f.help, None, MetricType::Gauge)?
-                .encode_gauge(value)?;
-        }
-        for (f, buckets) in DAEMON_HISTOGRAMS.iter().zip(&self.daemon_histograms) {
-            buckets.encode(&mut encoder.encode_descriptor(
-                f.name,
-                f.help,
-                None,
-                MetricType::Histogram,
-            )?)?;
+        for (state, count) in merged_plot_states(self.0.plots_by_state()) {
+            plots.encode_family(&[("state", state)])?.encode_gauge(&count)?;
         }
         Ok(())
     }
+}
+
+/// The first `DISKS_MAX` disks, each label once: a repeated series would make Prometheus
+/// reject the whole scrape, so a repeated label keeps its first snapshot.
+fn distinct_disks(shards: Vec<(String, shard::Snapshot)>) -> Vec<(String, shard::Snapshot)> {
+    let mut seen = HashSet::new();
+    let mut disks = Vec::with_capacity(shards.len().min(DISKS_MAX));
+    for (disk, s) in shards {
+        if disks.len() == DISKS_MAX {
+            tracing::warn!(limit = DISKS_MAX, "metrics: too many disks, rest not shown");
+            break;
+        }
+        if !seen.insert(disk.clone()) {
+            tracing::warn!(disk, "metrics: disk label repeated, shown once");
+            continue;
+        }
+        disks.push((disk, s));
+    }
+    disks
+}
+
+/// The plot counts with repeated states summed, at most `PLOT_STATES_MAX` states.
+fn merged_plot_states(states: Vec<(&'static str, u64)>) -> Vec<(&'static str, u64)> {
+    let mut merged: Vec<(&'static str, u64)> = Vec::new();
+    for (state, count) in states {
+        if let Some((_, total)) = merged.iter_mut().find(|(s, _)| *s == state) {
+            *total = total.saturating_add(count);
+        } else if merged.len() < PLOT_STATES_MAX {
+            merged.push((state, count));
+        } else {
+            tracing::warn!(state, "metrics: too many plot states, rest not shown");
+        }
+    }
+    merged
 }
 
 #[cfg(test)]
@@ -804,14 +648,18 @@ mod tests {
         sda.degraded = true;
         let sdb = shard::Snapshot::default();
         let daemon = DaemonMetrics::default();
-        daemon.challenges_total.fetch_add(5, Ordering::Relaxed);
-        daemon.connections_active.fetch_add(1, Ordering::Relaxed);
+        daemon.challenges_total.inc_by(5);
+        daemon.connections_active.inc();
         daemon.record_signature(Duration::from_micros(1_500));
         FakeSource {
             shards: vec![("sda".into(), sda), ("s\"db".into(), sdb)],
             plots: vec![("active", 10), ("quarantined", 1)],
             daemon,
         }
+    }
+
+    fn render_source(source: FakeSource) -> String {
+        render(&registry(Arc::new(source)))
     }
 
     fn sample(text: &str, series: &str) -> f64 {
@@ -824,7 +672,7 @@ mod tests {
 
     #[test]
     fn histogram_buckets_are_cumulative_and_in_seconds() {
-        let text = render(&fake());
+        let text = render_source(fake());
         let b = |le: &str| {
             sample(
                 &text,
@@ -858,7 +706,7 @@ mod tests {
 
     #[test]
     fn counters_gauges_and_labels() {
-        let text = render(&fake());
+        let text = render_source(fake());
         for (series, value) in [
             ("harvester_reads_total{disk=\"sda\"}", 7.0),
             ("harvester_read_bytes_total{disk=\"sda\"}", 57_344.0),
@@ -892,7 +740,7 @@ mod tests {
     /// both; no family is declared twice.
     #[test]
     fn output_is_well_formed_text_format() {
-        let text = render(&fake());
+        let text = render_source(fake());
         assert!(text.ends_with('\n'));
         let mut helped = HashSet::new();
         let mut typed: HashMap<String, String> = HashMap::new();
@@ -932,10 +780,10 @@ mod tests {
 
     #[test]
     fn latency_recording_clamps() {
-        let h = new_latency_histogram();
-        record_latency(&h, Duration::ZERO);
-        record_latency(&h, Duration::from_secs(10 * 3600));
-        let snap = snapshot_latency(&h);
+        let h = LatencyHistogram::default();
+        h.record(Duration::ZERO);
+        h.record(Duration::from_secs(10 * 3600));
+        let snap = h.snapshot();
         assert_eq!(snap.len(), 2);
         assert_eq!(snap.min(), 1);
         assert!(snap.max() >= HISTOGRAM_HIGH_US);
@@ -949,7 +797,7 @@ mod tests {
         let mut source = fake();
         source.shards.push(("sda".into(), shard::Snapshot::default()));
         source.plots.push(("active", 5));
-        let text = render(&source);
+        let text = render_source(source);
         let reads = text.lines().filter(|l| l.starts_with("harvester_reads_total{disk=\"sda\"}"));
         assert_eq!(reads.count(), 1);
         assert_eq!(sample(&text, "harvester_reads_total{disk=\"sda\"}"), 7.0, "first one wins");
@@ -958,29 +806,12 @@ mod tests {
 
     #[test]
     fn negative_gauge_renders() {
-        let source = fake();
-        source.daemon.challenges_in_flight.fetch_sub(1, Ordering::Relaxed);
-        assert_eq!(sample(&render(&source), "harvester_challenges_in_flight"), -1.0);
-    }
-
-    #[test]
-    fn request_line_parsing() {
-        assert_eq!(parse_request_line(b"GET /metrics HTTP/1.1\r\n\r\n"), Some(("GET", "/metrics")));
-        assert_eq!(
-            parse_request_line(b"HEAD /x?y=1 HTTP/1.0\r\nA: b\r\n\r\n"),
-            Some(("HEAD", "/x?y=1"))
-        );
-        for bad in [
-            &b"GET /metrics\r\n\r\n"[..],
-            b"GET  /metrics HTTP/1.1\r\n\r\n",
-            b"GET /metrics HTTP/2\r\n\r\n",
-            b"get /metrics HTTP/1.1\r\n\r\n",
-            b"GET metrics HTTP/1.1\r\n\r\n",
-            b"GET /metrics HTTP/1.1 x\r\n\r\n",
-            b"\xff /metrics HTTP/1.1\r\n\r\n",
-        ] {
-            assert_eq!(parse_request_line(bad), None, "{:?}", String::from_utf8_lossy(bad));
-        }
+        let source = Arc::new(fake());
+        let registry = registry(Arc::clone(&source) as Arc<dyn MetricsSource>);
+        source.daemon.challenges_in_flight.dec_by(2);
+        assert_eq!(sample(&render(&registry), "harvester_challenges_in_flight"), -2.0);
+        source.daemon.challenges_total.inc();
+        assert_eq!(sample(&render(&registry), "harvester_challenges_total"), 6.0, "live values");
     }
 
     struct Server {
@@ -997,12 +828,16 @@ mod tests {
         Server { addr, shutdown, task }
     }
 
+    /// The whole answer to `raw`. A server that refuses a request before reading all of it
+    /// may reset the connection after answering: what arrived before the reset counts.
     async fn request(addr: std::net::SocketAddr, raw: &[u8]) -> String {
         let exchange = async {
             let mut stream = TcpStream::connect(addr).await.expect("connect");
             stream.write_all(raw).await.expect("write");
             let mut answer = Vec::new();
-            stream.read_to_end(&mut answer).await.expect("read");
+            if let Err(e) = stream.read_to_end(&mut answer).await {
+                assert!(!answer.is_empty(), "read: {e}");
+            }
             String::from_utf8(answer).expect("utf-8")
         };
         tokio::time::timeout(TEST_TIMEOUT, exchange).await.expect("request timed out")
@@ -1022,11 +857,12 @@ mod tests {
 
         let answer = request(server.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         let (head, body) = answer.split_once("\r\n\r\n").expect("head");
-        let head = format!("{head}\r\n");
-        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-        assert!(head.contains(&format!("Content-Type: {CONTENT_TYPE}\r\n")), "{head}");
-        assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())), "{head}");
-        assert!(head.contains("Connection: close\r\n"), "{head}");
+        // Header names are case-insensitive; hyper writes them in lower case.
+        let head = format!("{}\r\n", head.to_ascii_lowercase());
+        assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+        assert!(head.contains(&format!("content-type: {CONTENT_TYPE}\r\n")), "{head}");
+        assert!(head.contains(&format!("content-length: {}\r\n", body.len())), "{head}");
+        assert!(head.contains("connection: close\r\n"), "{head}");
         assert!(body.contains("harvester_read_latency_seconds_bucket{disk=\"sda\""), "{body}");
 
         let answer = request(server.addr, b"HEAD /metrics?x=1 HTTP/1.1\r\n\r\n").await;
@@ -1038,22 +874,26 @@ mod tests {
 
         let answer = request(server.addr, b"POST /metrics HTTP/1.1\r\n\r\n").await;
         assert!(answer.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{answer}");
-        assert!(answer.contains("Allow: GET, HEAD\r\n"), "{answer}");
+        assert!(answer.to_ascii_lowercase().contains("allow: get, head\r\n"), "{answer}");
 
         let answer = request(server.addr, b"HELLO\r\n\r\n").await;
         assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
 
-        // A head that never ends within 8 KiB.
+        // A head that never ends within 8 KiB, and one that ends just past it.
         let mut huge = b"GET /metrics HTTP/1.1\r\nX-Padding: ".to_vec();
         huge.resize(20 * 1024, b'a');
         let answer = request(server.addr, &huge).await;
-        assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
+        assert!(answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{answer}");
+        huge.truncate(8 * 1024);
+        huge.extend_from_slice(b"\r\n\r\n");
+        let answer = request(server.addr, &huge).await;
+        assert!(answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{answer}");
 
         stop(server).await;
     }
 
     #[tokio::test]
-    async fn idle_clients_time_out_and_connections_are_capped() {
+    async fn slow_clients_time_out_and_connections_are_capped() {
         let limits = ServeLimits {
             head_read_timeout: Duration::from_millis(300),
             connections_max: 1,
@@ -1074,6 +914,31 @@ mod tests {
             .expect("idle closed")
             .expect("read");
         assert_eq!(n, 0);
+
+        // The head timeout counts from the accept, not per read: a client that trickles its
+        // head is closed without an answer too.
+        let mut slow = TcpStream::connect(server.addr).await.expect("connect");
+        slow.write_all(b"GET /metrics HTTP/1.1\r\n").await.expect("write");
+        let started = tokio::time::Instant::now();
+        let trickle = async {
+            let mut answer = Vec::new();
+            loop {
+                if slow.write_all(b"X").await.is_err() {
+                    break;
+                }
+                let mut byte = [0u8; 1];
+                match tokio::time::timeout(Duration::from_millis(50), slow.read(&mut byte)).await {
+                    Ok(Ok(0) | Err(_)) => break,
+                    Ok(Ok(_)) => answer.push(byte[0]),
+                    Err(_) => {}
+                }
+            }
+            answer
+        };
+        let answer = tokio::time::timeout(TEST_TIMEOUT, trickle).await.expect("closed");
+        assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(3));
         stop(server).await;
     }
 

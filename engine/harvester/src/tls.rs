@@ -21,6 +21,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ::pem::{encode_config, EncodeConfig, LineEnding, Pem};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -529,30 +530,11 @@ fn load_ca(cert_path: &Path, key_path: &Path) -> Result<LoadedCa, TlsError> {
     Ok(LoadedCa { cert_pem, issuer })
 }
 
+/// `der` as one PEM `CERTIFICATE` block (RFC 7468: base64 lines of 64 characters, `\n` line
+/// ends, as rcgen writes). `CertificateParams` can't round-trip an arbitrary certificate.
 fn pem_encode_cert(der: &CertificateDer<'_>) -> String {
-    // `CertificateParams` can't round-trip an arbitrary certificate, so encode by hand (RFC 7468:
-    // base64 lines of 64 characters).
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = String::with_capacity(der.len().div_ceil(3) * 4);
-    for chunk in der.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                b64.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                b64.push('=');
-            }
-        }
-    }
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        // base64 output is ASCII, so every 64-byte slice is valid UTF-8.
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
+    let block = Pem::new("CERTIFICATE", der.as_ref());
+    encode_config(&block, EncodeConfig::new().set_line_ending(LineEnding::LF))
 }
 
 fn new_key(what: &'static str) -> Result<KeyPair, TlsError> {
@@ -1059,5 +1041,10 @@ mod tests {
             let back = CertificateDer::from_pem_slice(pem.as_bytes()).expect("parse");
             assert_eq!(back.as_ref(), der.as_slice(), "len {len}");
         }
+        // The same text as rcgen writes for its own certificates.
+        let key = new_key("test").expect("key");
+        let params = CertificateParams::new(vec!["test".to_string()]).expect("params");
+        let cert = params.self_signed(&key).expect("certificate");
+        assert_eq!(pem_encode_cert(cert.der()), cert.pem());
     }
 }

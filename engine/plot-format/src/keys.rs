@@ -20,6 +20,7 @@ use std::fmt;
 use blst::min_pk;
 use blst::BLST_ERROR;
 use sha2::{Digest, Sha256};
+use zeroize::Zeroize;
 
 /// A compressed G1 element (public key), 48 bytes.
 pub type G1Bytes = [u8; 48];
@@ -94,15 +95,8 @@ impl fmt::Debug for SecretBytes {
 
 impl Drop for SecretBytes {
     fn drop(&mut self) {
-        wipe(&mut self.0);
+        self.0.zeroize();
     }
-}
-
-/// Best-effort zeroing without `unsafe` (the crate forbids it): `black_box` keeps the stores
-/// from being removed as dead.
-fn wipe(bytes: &mut [u8]) {
-    bytes.fill(0);
-    std::hint::black_box(bytes);
 }
 
 /// A BLS12-381 secret key (scalar below the group order; zero allowed, as in Chia).
@@ -215,8 +209,8 @@ impl HmacSha256 {
             *p = k ^ 0x5c;
         }
         let outer = Sha256::new_with_prefix(pad);
-        wipe(&mut block);
-        wipe(&mut pad);
+        block.zeroize();
+        pad.zeroize();
         Self { inner, outer }
     }
 

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -222,8 +221,8 @@ where
         next_tag: 1,
         signing: JoinSet::new(),
     };
-    shared.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-    shared.metrics.connections_active.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.connections_total.inc();
+    shared.metrics.connections_active.inc();
 
     let software = format!("harvester {}", env!("CARGO_PKG_VERSION"));
     let hello = Frame::new(msg::HANDSHAKE, None, &Handshake::harvester(&root.network, &software));
@@ -257,7 +256,7 @@ where
                         Err(e) => {
                             // The signing task panicked: chia has no error reply for this
                             // request; the farmer's request times out. Counted and logged.
-                            conn.shared.metrics.signature_errors_total.fetch_add(1, Ordering::Relaxed);
+                            conn.shared.metrics.signature_errors_total.inc();
                             tracing::error!(peer = %conn.peer, "signing failed: {e}");
                         }
                     }
@@ -278,8 +277,8 @@ where
         Ok(()) => ChiaEnd::Closed,
         Err(e) => e,
     };
-    shared.metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
-    shared.metrics.challenges_in_flight.fetch_sub(conn.sps.len() as i64, Ordering::Relaxed);
+    shared.metrics.connections_active.dec();
+    shared.metrics.challenges_in_flight.dec_by(conn.sps.len() as i64);
     drop(conn);
     if !writer.is_finished() {
         let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
@@ -600,7 +599,7 @@ impl Connection {
                 "signage point dropped: {SIGNAGE_POINTS_IN_FLIGHT_MAX} still being answered");
             return Ok(());
         }
-        self.shared.metrics.challenges_total.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.challenges_total.inc();
         let c = &self.root.constants;
         let last_tx_height = sp.last_tx_height();
         let registry = self.shared.engine.registry();
@@ -642,7 +641,7 @@ impl Connection {
             + seconds(e.lookup_deadline_seconds)
             + seconds(e.proof_deadline_seconds)
             + SIGNAGE_POINT_GRACE;
-        self.shared.metrics.challenges_in_flight.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.challenges_in_flight.inc();
         self.sps.insert(
             tag,
             SignagePoint {
@@ -678,11 +677,11 @@ impl Connection {
     async fn finish_sp(&mut self, tag: u64, late: bool) -> Result<(), ChiaEnd> {
         let Some(sp) = self.sps.remove(&tag) else { return Ok(()) };
         self.tags.retain(|_, (owner, _)| *owner != tag);
-        self.shared.metrics.challenges_in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.shared.metrics.challenges_in_flight.dec();
         let elapsed = sp.started.elapsed();
         self.shared.metrics.record_challenge(elapsed);
         if late {
-            self.shared.metrics.lookups_timed_out_total.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.lookups_timed_out_total.inc();
         }
         tracing::info!(
             "{} plots were eligible for farming {}... Found {} proofs. Time: {:.5} s. Total {} plots",
@@ -717,7 +716,7 @@ impl Connection {
                         p.answered = true;
                         let sp = *sp;
                         tracing::warn!(plot = %path, "proof failed: {error}");
-                        self.shared.metrics.proof_errors_total.fetch_add(1, Ordering::Relaxed);
+                        self.shared.metrics.proof_errors_total.inc();
                         self.proof_answered(sp).await?;
                     }
                     _ => {}
@@ -762,7 +761,7 @@ impl Connection {
                 match proof {
                     Some(proof) => self.send_proof(sp, &info, quality, challenge, proof).await?,
                     None => {
-                        self.shared.metrics.proof_errors_total.fetch_add(1, Ordering::Relaxed);
+                        self.shared.metrics.proof_errors_total.inc();
                         tracing::warn!(plot = %info.path.display(), index, "entry has no proof");
                     }
                 }
@@ -814,10 +813,7 @@ impl Connection {
                 proofs.push((f.quality, f.index));
             }
         }
-        self.shared
-            .metrics
-            .challenge_responses_total
-            .fetch_add(proofs.len() as u64, Ordering::Relaxed);
+        self.shared.metrics.challenge_responses_total.inc_by(proofs.len() as u64);
         for (quality, index) in proofs {
             let tag = self.tag();
             self.tags.insert(
@@ -836,7 +832,7 @@ impl Connection {
             );
             if let Err(reason) = self.shared.engine.proof(info, challenge, index, &self.sink, tag) {
                 self.tags.remove(&tag);
-                self.shared.metrics.proof_errors_total.fetch_add(1, Ordering::Relaxed);
+                self.shared.metrics.proof_errors_total.inc();
                 tracing::warn!(plot = %info.path.display(), disk = %info.disk,
                     "proof not fetched: {reason}");
                 continue;
@@ -874,7 +870,7 @@ impl Connection {
                 };
                 tracing::error!(plot = %info.path.display(), disk = %info.disk,
                     "plot quarantined: {reason} (corrupt file?)");
-                self.shared.metrics.proof_errors_total.fetch_add(1, Ordering::Relaxed);
+                self.shared.metrics.proof_errors_total.inc();
                 let _ = self.shared.quarantine.try_send((info.key, reason));
                 return Ok(());
             }
@@ -910,7 +906,7 @@ impl Connection {
         if let Some(sp) = self.sps.get_mut(&sp_tag) {
             sp.proofs_sent += 1;
         }
-        self.shared.metrics.proofs_total.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.proofs_total.inc();
         self.send_limited(Frame::new(msg::NEW_PROOF_OF_SPACE, None, &message)).await
     }
 
@@ -920,7 +916,7 @@ impl Connection {
                 let sp = *sp;
                 match &status {
                     JobStatus::TimedOut { unanswered } => {
-                        self.shared.metrics.lookups_timed_out_total.fetch_add(1, Ordering::Relaxed);
+                        self.shared.metrics.lookups_timed_out_total.inc();
                         tracing::warn!(peer = %self.peer, disk, unanswered,
                             "lookup deadline passed on this disk; answered with what arrived");
                     }
@@ -943,7 +939,7 @@ impl Connection {
                 if answered {
                     return Ok(());
                 }
-                self.shared.metrics.proof_errors_total.fetch_add(1, Ordering::Relaxed);
+                self.shared.metrics.proof_errors_total.inc();
                 tracing::warn!(peer = %self.peer, disk, plot = %self.path_of(plot), index,
                     "proof not fetched: {status:?}");
                 self.proof_answered(sp).await
@@ -966,7 +962,7 @@ impl Connection {
         let info = find_by_path(&registry, Path::new(path));
         let Some(info) = info else {
             // As chia's harvester: no reply (the farmer's request times out).
-            self.shared.metrics.signature_errors_total.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.signature_errors_total.inc();
             tracing::warn!(peer = %self.peer, plot = path, "signature requested for a plot not served");
             return;
         };
@@ -998,12 +994,12 @@ impl Connection {
     ) -> Result<(), ChiaEnd> {
         match result {
             Ok(reply) => {
-                self.shared.metrics.signatures_total.fetch_add(1, Ordering::Relaxed);
+                self.shared.metrics.signatures_total.inc();
                 self.shared.metrics.record_signature(started.elapsed());
                 self.send_limited(Frame::new(msg::RESPOND_SIGNATURES, id, &reply)).await
             }
             Err(e) => {
-                self.shared.metrics.signature_errors_total.fetch_add(1, Ordering::Relaxed);
+                self.shared.metrics.signature_errors_total.inc();
                 tracing::warn!(peer = %self.peer, "signature not made: {e}");
                 Ok(())
             }

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use plot_format::keys::{self, SecretKey};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use super::PlotsError;
 
@@ -173,14 +174,14 @@ fn parse_entry(item: &toml::Value, number: usize) -> Result<KeyEntry, (String, S
     let Some(pool_hex) = string("pool_public_key") else {
         return fail("`pool_public_key` is missing or not a string");
     };
-    let mut secret = [0u8; 32];
+    // Wiped when dropped, on every path.
+    let mut secret = Zeroizing::new([0u8; 32]);
     // The hex crate's message would quote the bad digit: say it ourselves.
-    if hex::decode_to_slice(secret_hex, &mut secret).is_err() {
+    if hex::decode_to_slice(secret_hex, &mut secret[..]).is_err() {
         return fail("`plot_secret_key` is not 64 hex digits");
     }
     let plot_secret_key = SecretKey::from_bytes(&secret);
-    secret.fill(0);
-    std::hint::black_box(&mut secret);
+    drop(secret);
     let Ok(plot_secret_key) = plot_secret_key else {
         return fail(
             "`plot_secret_key` is not a valid BLS secret key (at or above the group order)",

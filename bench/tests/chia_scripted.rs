@@ -113,16 +113,15 @@ impl Farm {
             .expect("dialled")
             .expect("tcp");
         let tls = self.acceptor.accept(tcp).await.expect("TLS");
+        use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
         let path = std::sync::Mutex::new(String::new());
-        let ws = tokio_tungstenite::accept_hdr_async(
-            tls,
-            |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
-                *path.lock().expect("lock") = req.uri().path().to_string();
-                Ok(resp)
-            },
-        )
-        .await
-        .expect("WebSocket upgrade");
+        // tungstenite's callback type returns its (large) error response by value.
+        #[allow(clippy::result_large_err)]
+        let record = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+            *path.lock().expect("lock") = req.uri().path().to_string();
+            Ok(resp)
+        };
+        let ws = tokio_tungstenite::accept_hdr_async(tls, record).await.expect("WebSocket upgrade");
         assert_eq!(*path.lock().expect("lock"), "/ws");
         ws
     }

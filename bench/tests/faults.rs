@@ -534,7 +534,7 @@ fn fuse_python(test: &str) -> Option<PathBuf> {
                 .to_string(),
         }
     };
-    eprintln!("SKIPPED {test}: {reason}");
+    test_support::facility_missing(test, &reason);
     None
 }
 

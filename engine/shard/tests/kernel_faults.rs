@@ -20,8 +20,8 @@
 //!
 //! A test whose facility is missing (not root, no loop devices, no `losetup --sector-size`, no
 //! ext4, no io_uring, no blk-throttle) prints `SKIPPED kernel_faults::<test>: <reason>` straight
-//! to stderr (visible without `--nocapture`) and returns; with `KERNEL_FAULTS_REQUIRED=1` it
-//! fails instead.
+//! to stderr (visible without `--nocapture`) and returns; with `HARVESTER_REQUIRE_FACILITIES=1`
+//! (CI) it fails instead.
 //!
 //! Everything made here carries the prefix `shard-kfault`: images and mount points under
 //! `<workspace>/target/kernel-faults/`, loop devices backed by those images, and cgroups named
@@ -32,7 +32,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command as Cmd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,13 +85,10 @@ const O_DIRECT_FLAG: Option<u32> = None;
 // Skipping, serialising, running commands
 // ---------------------------------------------------------------------------------------------
 
-/// Reports a skipped test on stderr directly (not through the test harness's capture), or
-/// fails when `KERNEL_FAULTS_REQUIRED=1`.
+/// Reports a skipped test (stderr, past the harness's capture, and the skip log), or fails
+/// under `HARVESTER_REQUIRE_FACILITIES=1` (CI): `test_support::facility_missing`.
 fn skip(test: &str, why: &str) {
-    if std::env::var_os("KERNEL_FAULTS_REQUIRED").is_some_and(|v| v == "1") {
-        panic!("kernel_faults::{test}: {why} (and KERNEL_FAULTS_REQUIRED=1)");
-    }
-    let _ = writeln!(std::io::stderr(), "SKIPPED kernel_faults::{test}: {why}");
+    test_support::facility_missing(&format!("kernel_faults::{test}"), why);
 }
 
 static SERIAL: Mutex<()> = Mutex::new(());

@@ -46,6 +46,9 @@ const BACKLOG_MAX: usize = 1024;
 /// Signage points being answered at once; more are dropped with a warning (chia sends 64 per
 /// 10-minute sub-slot, so this is only reached if disks hang).
 const SIGNAGE_POINTS_IN_FLIGHT_MAX: usize = 256;
+/// A message that waited this long for chia's rate limits is dropped: a proof is useless once
+/// its block's infusion point has passed (3 signage-point intervals of 9.375 s).
+const BACKLOG_AGE_MAX: Duration = Duration::from_secs(28);
 /// How often plot sync, the backlog and deadlines are looked at.
 const TICK: Duration = Duration::from_millis(100);
 /// The farmer must answer our handshake within this.
@@ -157,7 +160,7 @@ struct Connection {
     /// (registry generation, plot states generation) the last sync started from.
     synced: Option<(u64, u64)>,
     budget: RateBudget,
-    backlog: VecDeque<Frame>,
+    backlog: VecDeque<(Instant, Frame)>,
     epoch: Instant,
     sps: HashMap<u64, SignagePoint>,
     tags: HashMap<u64, (u64, Tag)>,
@@ -348,7 +351,7 @@ impl Connection {
             tracing::warn!(peer = %self.peer,
                 "chia's per-minute message limit reached; messages wait for room");
         }
-        self.backlog.push_back(frame);
+        self.backlog.push_back((Instant::now(), frame));
         Ok(())
     }
 
@@ -552,12 +555,19 @@ impl Connection {
 
     async fn on_tick(&mut self) -> Result<(), ChiaEnd> {
         // Backlog first, in order.
-        while let Some(frame) = self.backlog.front() {
+        // A proof or farming_info that waited past the farmer's window is worth nothing.
+        while self.backlog.front().is_some_and(|(at, _)| at.elapsed() >= BACKLOG_AGE_MAX) {
+            if let Some((_, frame)) = self.backlog.pop_front() {
+                tracing::warn!(peer = %self.peer, msg_type = frame.msg_type,
+                    "message dropped: it waited {BACKLOG_AGE_MAX:?} for chia's rate limits");
+            }
+        }
+        while let Some((_, frame)) = self.backlog.front() {
             let now = self.now_seconds();
             if self.budget.try_take(frame.msg_type, frame.data.len(), now).is_err() {
                 break;
             }
-            let Some(frame) = self.backlog.pop_front() else { break };
+            let Some((_, frame)) = self.backlog.pop_front() else { break };
             self.send_now(frame).await?;
         }
         self.start_sync_if_due().await?;

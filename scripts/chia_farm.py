@@ -17,7 +17,8 @@ What one run does, all on 127.0.0.1:
        farmer: port (free port), full_node_peers -> the fake full node, xch_target_address and
          pool_public_keys (chia's check_keys with the fixture keys), start_rpc_server false;
        pool: xch_target_address;
-       harvester: farmer_peers -> [127.0.0.1:farmer port], plot_directories -> [RUN/plots],
+       harvester: farmer_peers -> [127.0.0.1:farmer port], plot_directories -> [RUN/plots] (then
+         each --extra-plots DIR, then RUN/fuse with --fuse-plots),
          recursive_plot_scan true, plots_refresh_parameter.interval_seconds 2,
          start_rpc_server false (so chia's harvester never dials a daemon);
        logging: log_stdout true, log_level INFO (the harvester's output goes to RUN/harvester.log).
@@ -72,11 +73,57 @@ Scenarios:
   --add-remove-after N       after N SPs hard-link the --add plot into the plot folder and unlink
                              the --remove plot (the --add plot is left out of the initial set);
                              measures the seconds until the farmer's plot view shows both.
+  --hang-after N             (with --fuse-plots) after N SPs every read of the FUSE disk hangs; see
+                             "Plots" and "Stuck disk" below.
+
+Plots (besides the fixtures, --plots; `--plots none` serves no fixture plot):
+  --fresh-plots N   before the farmer starts, N new k=18 plots made by chia's own create_plots
+                    (scripts/chia_plots.py: chiapos' DiskPlotter, memo and plot id exactly as
+                    `chia plots create` makes them) with the fixture farmer key, a local master
+                    secret key drawn from the run's seed per plot, alternating pool-public-key
+                    (the fixture pool key) and pool-contract memos (a contract puzzle hash drawn
+                    from the seed; the farmer needs no configuration for it). Plotted in
+                    RUN/plot-tmp and renamed into RUN/plots/fresh/ (one file system). With
+                    `--seed random` every run makes plots (and ids) never seen before.
+  --extra-plots DIR every *.plot under DIR (repeatable) is served in place: DIR is added to the
+                    harvester's plot_directories; their expected proofs and plot view are checked
+                    like the fixtures'.
+  --fuse-plots DIR  the plots of DIR are served through scripts/faultfs.py (a FUSE passthrough run
+                    with the system python3 and fusepy, as root) mounted at RUN/fuse, its own
+                    device: one more "disk". Expected values are computed from DIR itself, so the
+                    harness never reads through the mount. The mount is released (mode ok), the
+                    FUSE daemon killed and the mount detached (umount -l) on exit.
+
+--seed N|random: every random choice of the run (challenges, sp hashes, indexes, heights, the fresh
+plots' keys and contract puzzle hash) derives from N; `random` draws N from os.urandom and prints
+it on the first line of output (and in the report), so a failing run is reproduced by --seed N.
+
+Timing (--bench): implies --filter-bits 0 unless given (every plot passes the filter at every
+SP). Records per SP the farmer's receipt time of every new_proof_of_space (a wrapper around the
+farmer API object's new_proof_of_space request entry, installed as an instance attribute
+`metadata` of this process's FarmerAPI object; chia's files and classes are untouched) and of
+farming_info (the state-changed callback), and the fake node's receipt time of every
+declare_proof_of_space, all from the moment the fake node sent the SP; the validation of
+declarations is deferred until the SP has settled so that it does not delay the farmer (same event
+loop). The harvester process's CPU time (utime + stime of /proc/PID/stat, all its threads) is read
+before the first SP and after the last one settled, plus an idle rate over --idle-seconds before
+the first SP. Report: "bench" (p50/p90/p99/max).
+
+Paced SPs (--sp-interval S): all SPs are computed first, then sent every S seconds without waiting
+for answers; each SP is watched for --sp-timeout seconds after it was sent (answers to several SPs
+arrive interleaved, attributed by their cc sp hash).
+
+Stuck disk (--fuse-plots DIR --hang-after N, usually with --sp-interval): from SP N on the FUSE
+disk hangs every read (faultfs mode "hang"); a harvester is then judged per SP on whether its
+farming_info and every expected proof of the plots NOT on the FUSE disk reached the farmer / were
+declared within each window of --windows (default 5,28 seconds). Missing proofs and farming_info
+from SP N on are measured, not failures; invalid declarations, duplicates and disconnects still
+fail the run. Report: "stuck_disk".
 
 Diagnostics: --trace-messages records every farmer <-> harvester message (type, id, size, both
-handshakes) in the report. It is the one option that wraps chia code in memory
-(WSChiaConnection._send_message / _read_one_message of this process; chia's files are never
-touched); without it nothing of chia is wrapped.
+handshakes) in the report. It wraps chia code in memory (WSChiaConnection._send_message /
+_read_one_message of this process; chia's files are never touched); --bench wraps the farmer
+API object's new_proof_of_space entry (see above); without these nothing of chia is wrapped.
 
 Exit status: 0 when every expected proof was declared, every declaration (proof, required
 iters, signatures) is valid, extras (valid proofs chiapos did not find, e.g. a complete-mode
@@ -87,14 +134,15 @@ The --json report holds everything: configuration, plot views, per-SP expected /
 missing / extra / invalid with timings, farming_info, eligibility per k, scenario timings.
 
 Everything is bounded: --timeout for the whole run (default 180 s), every wait has its own
-bound, the harvester process group is killed on exit (SIGTERM, then SIGKILL after 5 s), and the
-run folder is removed unless --keep.
+bound, the harvester process group is killed on exit (SIGTERM, then SIGKILL after 5 s), a FUSE
+mount is released and detached, and the run folder is removed unless --keep.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -112,6 +160,7 @@ import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -131,7 +180,7 @@ try:
     from chia.consensus.pot_iterations import calculate_iterations_quality, calculate_sp_interval_iters
     from chia.farmer.start_farmer import create_farmer_service
     from chia.plotting.util import parse_plot_info
-    from chia.protocols import farmer_protocol
+    from chia.protocols import farmer_protocol, harvester_protocol
     from chia.protocols.outbound_message import NodeType, make_msg
     from chia.protocols.protocol_message_types import ProtocolMessageTypes
     from chia.protocols.shared_protocol import Handshake, default_capabilities
@@ -152,6 +201,9 @@ try:
     from chia.util.config import load_config, lock_and_load_config, save_config
     from chia.util.network import WebServer
     from chia.wallet.derive_keys import master_sk_to_farmer_sk, master_sk_to_local_sk, master_sk_to_pool_sk
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import chia_plots
 except ImportError as _e:  # pragma: no cover - wrong interpreter
     sys.stderr.write(
         f"chia_farm: {_e}\nRun this with the chia venv's python: $(scripts/chia-venv.sh | tail -1)\n"
@@ -236,11 +288,14 @@ class PlotFile:
     plot_public_key: G1Element
     file_size: int
     prover: Any = None
+    read_path: Path | None = None  # what the harness opens (default: path; the source for FUSE plots)
+    disk: str = "plots"  # the harness's "disk": plots, extraN, fuse
 
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "path": str(self.path),
+            "disk": self.disk,
             "plot_id": self.plot_id.hex(),
             "k": self.k,
             "pool_public_key": None if self.pool_public_key is None else bytes(self.pool_public_key).hex(),
@@ -300,6 +355,135 @@ def place_file(src: Path, dst: Path) -> str:
     return how
 
 
+def fuse_python(explicit: str | None) -> str:
+    """A python that imports fusepy (Debian's python3-fusepy is module `fusepy`, PyPI's `fuse`)."""
+    probe = "try:\n import fusepy as f\nexcept ImportError:\n import fuse as f\nf.FUSE, f.Operations"
+    for python in [explicit] if explicit else ["/usr/bin/python3", "python3"]:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            r = subprocess.run([python, "-c", probe], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=20)
+            if r.returncode == 0:
+                return python
+    raise HarnessError("no python imports fusepy (Debian: apt-get install -y fuse3 python3-fusepy)")
+
+
+class FuseDisk:
+    """scripts/faultfs.py serving `source` read-only at `mountpoint` (its own device), with the
+    mode of every read (ok, hang, eio, delay:MS) taken from a mode file."""
+
+    def __init__(self, python: str, source: Path, mountpoint: Path, run_dir: Path) -> None:
+        self.python = python
+        self.source = source
+        self.mountpoint = mountpoint
+        self.mode_file = run_dir / "fuse-mode"
+        self.reads_log = run_dir / "fuse-reads.log"
+        self.output = run_dir / "fuse-output.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.mode = "ok"
+
+    def mount(self, timeout: float = 20) -> None:
+        if os.geteuid() != 0:
+            raise HarnessError("--fuse-plots needs root (mounting FUSE)")
+        if not Path("/dev/fuse").exists():
+            raise HarnessError("--fuse-plots: /dev/fuse is missing")
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        self.set_mode("ok")
+        parent_dev = self.mountpoint.parent.stat().st_dev
+        with open(self.output, "ab") as out:
+            self.proc = subprocess.Popen(
+                [self.python, str(Path(__file__).resolve().parent / "faultfs.py"), "--source", str(self.source),
+                 "--mountpoint", str(self.mountpoint), "--mode-file", str(self.mode_file),
+                 "--log", str(self.reads_log)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = now() + timeout
+        while True:
+            with contextlib.suppress(OSError):
+                if self.mountpoint.stat().st_dev != parent_dev:
+                    return
+            if self.proc.poll() is not None:
+                raise HarnessError(f"faultfs.py exited ({self.proc.returncode}): {tail(self.output)}")
+            if now() >= deadline:
+                raise HarnessError(f"faultfs.py did not mount {self.mountpoint} within {timeout} s")
+            time.sleep(0.02)
+
+    def set_mode(self, mode: str) -> None:
+        """By rename: a read never sees half a mode."""
+        tmp = self.mode_file.with_name(self.mode_file.name + ".new")
+        tmp.write_text(mode + "\n")
+        os.replace(tmp, self.mode_file)
+        self.mode = mode
+
+    def reads(self, mode: str = "") -> int:
+        try:
+            with open(self.reads_log, "rb") as f:
+                prefix = mode.encode()
+                return sum(1 for line in f if line.startswith(prefix))
+        except OSError:
+            return 0
+
+    def unmount(self) -> None:
+        """Releases hung reads (mode ok), kills the FUSE daemon (reads still waiting fail with
+        ENOTCONN) and detaches the mount, also while files are open."""
+        with contextlib.suppress(OSError):
+            self.set_mode("ok")
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+            self.proc = None
+        if os.path.ismount(self.mountpoint) or self.mounted():
+            for cmd in (["umount", "-l", str(self.mountpoint)], ["fusermount3", "-u", "-z", str(self.mountpoint)]):
+                with contextlib.suppress(OSError, subprocess.SubprocessError):
+                    if subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, timeout=10).returncode == 0:
+                        break
+
+    def mounted(self) -> bool:
+        try:
+            with open("/proc/self/mounts") as f:
+                return any(line.split()[1] == str(self.mountpoint) for line in f if len(line.split()) > 1)
+        except OSError:
+            return False
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process (all its threads), from /proc/PID/stat."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2:].split()
+    # fields[0] is field 3 (state): utime is field 14, stime field 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most events within any `window` seconds."""
+    ordered = sorted(times)
+    best = j = 0
+    for i, t in enumerate(ordered):
+        while ordered[j] <= t - window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def percentiles(values: list[float]) -> dict[str, Any]:
+    """Nearest-rank percentiles (p99 of fewer than 100 values is the maximum)."""
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+    n = len(ordered)
+
+    def rank(p: float) -> float:
+        return round(ordered[max(0, min(n - 1, -(-int(p * n) // 100) - 1))], 4)
+
+    return {"count": n, "min": round(ordered[0], 4), "p50": rank(50), "p90": rank(90), "p99": rank(99),
+            "max": round(ordered[-1], 4), "mean": round(statistics.fmean(ordered), 4)}
+
+
 # ----------------------------------------------------------------------------------------------
 # the fake full node
 
@@ -326,6 +510,11 @@ class SignagePoint:
     farming_infos: list[dict[str, Any]] = field(default_factory=list)
     last_event: float = 0.0
     sent_to: list[Any] = field(default_factory=list)  # the farmer's harvester connections then
+    # --bench: declarations not yet validated (request, receipt time, plot id hex, proof hex)
+    pending: list[tuple[Any, float, str, str]] = field(default_factory=list)
+    # --bench: the farmer's receipt of each new_proof_of_space for this SP
+    new_proofs: list[dict[str, Any]] = field(default_factory=list)
+    after_hang: bool = False  # sent after the FUSE disk was set to hang
 
 
 class FakeBlockchain:
@@ -367,10 +556,11 @@ class FakeFullNodeAPI:
 
 
 class FarmerRunner:
-    def __init__(self, root: Path, keychain: FixtureKeychain, on_state: Any) -> None:
+    def __init__(self, root: Path, keychain: FixtureKeychain, on_state: Any, on_new_proof: Any = None) -> None:
         self.root = root
         self.keychain = keychain
         self.on_state = on_state
+        self.on_new_proof = on_new_proof
         self.service: Any = None
         self.farmer: Any = None
         self.task: asyncio.Task[None] | None = None
@@ -390,8 +580,28 @@ class FarmerRunner:
         self.farmer = self.service._node
         # The callback chia's farmer RPC server installs (the RPC server is off here).
         self.farmer._set_state_changed_callback(self.on_state)
+        if self.on_new_proof is not None:
+            self.watch_new_proofs(self.service._api)
         self.starts += 1
         self.task = asyncio.create_task(self.service.run(), name=f"farmer-service-{self.starts}")
+
+    def watch_new_proofs(self, api: Any) -> None:
+        """--bench: the farmer's receipt time of every new_proof_of_space. ChiaServer dispatches
+        through `api.metadata.message_type_to_request[type].method(api, bytes, peer)`; this object
+        gets its own copy of the class's ApiMetadata (an instance attribute) whose
+        new_proof_of_space entry notes the time and the message, then calls chia's method."""
+        metadata = ApiMetadata.copy(type(api).metadata)
+        kind = ProtocolMessageTypes.new_proof_of_space
+        request = metadata.message_type_to_request[kind]
+        original = request.method
+        on_new_proof = self.on_new_proof
+
+        def method(api_self: Any, message: Any, *args: Any, **kwargs: Any) -> Any:
+            on_new_proof(message, now())
+            return original(api_self, message, *args, **kwargs)
+
+        metadata.message_type_to_request[kind] = dataclasses.replace(request, method=method)
+        api.metadata = metadata
 
     async def stop(self, timeout: float = 30) -> None:
         if self.service is None or self.task is None:
@@ -453,6 +663,12 @@ class Harness:
         self.trace_counts: Counter[tuple[str, str, bool]] = Counter()
         self.trace_log: list[dict[str, Any]] = []
         self.trace_handshakes: list[dict[str, Any]] = []
+        self.plot_directories: list[Path] = [self.plot_dir]
+        self.fuse: FuseDisk | None = None
+        self.fresh: dict[str, Any] | None = None
+        self.hang: dict[str, Any] | None = None
+        self.cpu: dict[str, Any] = {}
+        self.new_proofs_unmatched = 0
 
     # -------------------------------------------------------------------------------- helpers
 
@@ -486,7 +702,7 @@ class Harness:
 
     def select_plots(self) -> tuple[list[str], str | None, str | None]:
         a = self.args
-        names = a.plots.split(",") if a.plots else list(ALL_PLOTS)
+        names = [] if a.plots == "none" else a.plots.split(",") if a.plots else list(ALL_PLOTS)
         add = remove = None
         if a.add_remove_after is not None:
             add, remove = a.add, a.remove
@@ -496,6 +712,67 @@ class Harness:
             if remove not in names:
                 names.append(remove)
         return names, add, remove
+
+    async def make_fresh_plots(self, farmer_pk: G1Element, pool_pk: G1Element) -> None:
+        """--fresh-plots: plots never seen before (keys from the run's seed), made by chia's
+        create_plots in RUN/plot-tmp and renamed into RUN/plots/fresh/."""
+        a = self.args
+        rng = random.Random(f"{a.seed}/fresh-plots")
+        contract_ph = bytes32(rng.randbytes(32))
+        tmp = self.run_dir / "plot-tmp"
+        final = self.plot_dir / "fresh"
+        final.mkdir(parents=True, exist_ok=True)
+        t0 = now()
+        seconds = []
+        for i in range(a.fresh_plots):
+            sk = AugSchemeMPL.key_gen(rng.randbytes(32))
+            contract = i % 2 == 1
+            t = now()
+            made = await asyncio.to_thread(
+                chia_plots.make_plot, tmp, sk, farmer_pk, None if contract else pool_pk,
+                contract_ph if contract else None,
+            )
+            path = final / made.name
+            os.replace(made, path)
+            seconds.append(round(now() - t, 3))
+            name = f"fresh/{path.name}"
+            plot = read_plot_file(name, path, path)
+            plot.disk = "plots"
+            self.plots[name] = plot
+            self.served[name] = plot
+            self.placement[name] = "plotted"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.fresh = {
+            "count": a.fresh_plots,
+            "seconds_total": round(now() - t0, 3),
+            "seconds_each": seconds,
+            "pool_contract_puzzle_hash": contract_ph.hex(),
+            "plotter": {"buffer_mib": chia_plots.PLOTTER_BUFFER_MIB, "buckets": chia_plots.PLOTTER_BUCKETS,
+                        "stripe": chia_plots.PLOTTER_STRIPE, "threads": chia_plots.PLOTTER_THREADS},
+        }
+        self.mark("fresh_plots_made", **{k: v for k, v in self.fresh.items() if k != "plotter"})
+
+    def add_plot_dir(self, source: Path, disk: str, served_root: Path | None) -> None:
+        """Every *.plot under source (hidden folders skipped), served at served_root/<relative
+        path> (FUSE) or in place; the harness reads the source file."""
+        if not source.is_dir():
+            raise HarnessError(f"{source}: not a folder")
+        files = sorted(
+            f for f in source.rglob("*.plot")
+            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(source).parts)
+        )
+        if not files:
+            raise HarnessError(f"no *.plot under {source}")
+        for f in files:
+            rel = f.relative_to(source)
+            path = f if served_root is None else served_root / rel
+            name = f"{disk}/{rel}"
+            plot = read_plot_file(name, f, path)
+            plot.read_path = f
+            plot.disk = disk
+            self.plots[name] = plot
+            self.served[name] = plot
+            self.placement[name] = "in place" if served_root is None else "fuse"
 
     def setup_root(self, farmer_port: int, node_port: int) -> None:
         a = self.args
@@ -526,7 +803,7 @@ class Harness:
             farmer["start_rpc_server"] = False
             harvester = config["harvester"]
             harvester["farmer_peers"] = [{"host": "127.0.0.1", "port": farmer_port}]
-            harvester["plot_directories"] = [str(self.plot_dir)]
+            harvester["plot_directories"] = [str(d) for d in self.plot_directories]
             harvester["recursive_plot_scan"] = True
             harvester["plots_refresh_parameter"]["interval_seconds"] = 2
             harvester["start_rpc_server"] = False
@@ -596,6 +873,10 @@ class Harness:
         self.mark("harvester_started", pid=self.proc.pid, cmd=cmd)
 
     def stop_harvester(self) -> None:
+        if self.fuse is not None and self.fuse.mode != "ok":
+            # hung reads finish first, so the harvester can exit on SIGTERM
+            with contextlib.suppress(OSError):
+                self.fuse.set_mode("ok")
         proc = self.proc
         if proc is None:
             return
@@ -858,7 +1139,7 @@ class Harness:
                 continue
             sp.passed_filter_farmable += 1
             if plot.prover is None:
-                plot.prover = DiskProver(str(plot.path))
+                plot.prover = DiskProver(str(plot.read_path or plot.path))
             pos_challenge = calculate_pos_challenge(plot.plot_id, sp.challenge_hash, sp.cc_sp)
             qualities = plot.prover.get_qualities_for_challenge(pos_challenge)
             elig = self.eligibility.setdefault(plot.k, Counter())
@@ -936,19 +1217,30 @@ class Harness:
                 last = n
             await asyncio.sleep(0.05)
 
+    def sp_complete(self, sp: SignagePoint) -> bool:
+        """Every expected proof declared (validly; with --bench, declarations not yet validated
+        count by plot id and proof bytes)."""
+        if not sp.pending:
+            return not (self.expected_keys(sp) - self.declared_keys(sp))
+        want = Counter((e["plot_id"], e["proof"]) for e in sp.expected)
+        have = Counter((d["plot_id"], d["proof"]) for d in sp.declared if d["valid"])
+        have.update((pid, proof) for _req, _t, pid, proof in sp.pending)
+        return not (want - have)
+
+    def sp_done(self, sp: SignagePoint) -> bool:
+        return bool(sp.farming_infos) and self.sp_complete(sp) and now() - sp.last_event >= 0.3
+
     async def settle(self, sp: SignagePoint) -> None:
         a = self.args
         assert sp.sent_at is not None
         deadline = sp.sent_at + a.sp_timeout
-        expected = self.expected_keys(sp)
         while now() < deadline:
             self.check_harvester_alive()
             assert self.farmer_runner is not None
             self.farmer_runner.check_alive()
             quiet = now() - sp.last_event
             have_info = bool(sp.farming_infos)
-            complete = not (expected - self.declared_keys(sp))
-            if have_info and complete and quiet >= 0.3:
+            if self.sp_done(sp):
                 break
             if have_info and quiet >= a.settle:
                 break
@@ -957,10 +1249,63 @@ class Harness:
                 break  # the connection it went to is gone: do not wait the whole --sp-timeout
             await asyncio.sleep(0.02)
         sp.settled_at = now()
+        self.validate_pending(sp)
+
+    async def settle_all(self, sps: list[SignagePoint]) -> None:
+        """--sp-interval: watch every SP until it is done or --sp-timeout after it was sent."""
+        a = self.args
+        waiting = list(sps)
+        while waiting:
+            self.check_harvester_alive()
+            assert self.farmer_runner is not None
+            self.farmer_runner.check_alive()
+            still = []
+            for sp in waiting:
+                assert sp.sent_at is not None
+                if self.sp_done(sp) or now() >= sp.sent_at + a.sp_timeout:
+                    sp.settled_at = now()
+                else:
+                    still.append(sp)
+            waiting = still
+            await asyncio.sleep(0.05)
+        for sp in sps:
+            self.validate_pending(sp)
 
     # -------------------------------------------------------------------------------- events
 
     def on_declare(self, req: farmer_protocol.DeclareProofOfSpace, t: float) -> None:
+        if self.args.bench:
+            sp = self.sp_by_cc.get(req.challenge_chain_sp)
+            if sp is not None:  # validated after the SP settled (validate_pending)
+                pos = req.proof_of_space
+                sp.pending.append((req, t, pos.compute_plot_id().hex(), bytes(pos.proof).hex()))
+                sp.last_event = t
+                return
+        self.validate_declare(req, t)
+
+    def validate_pending(self, sp: SignagePoint) -> None:
+        pending, sp.pending = sp.pending, []
+        for req, t, _pid, _proof in pending:
+            self.validate_declare(req, t)
+
+    def on_new_proof(self, message: Any, t: float) -> None:
+        """--bench: the farmer received a new_proof_of_space (before chia's handler runs)."""
+        try:
+            if isinstance(message, harvester_protocol.NewProofOfSpace):
+                npos = message
+            else:
+                npos = harvester_protocol.NewProofOfSpace.from_bytes(message)
+        except Exception:
+            self.new_proofs_unmatched += 1
+            return
+        sp = self.sp_by_cc.get(npos.sp_hash)
+        if sp is None or sp.sent_at is None:
+            self.new_proofs_unmatched += 1
+            return
+        sp.new_proofs.append({"seconds": round(t - sp.sent_at, 4), "plot_id": npos.proof.compute_plot_id().hex()})
+        sp.last_event = t
+
+    def validate_declare(self, req: farmer_protocol.DeclareProofOfSpace, t: float) -> None:
         sp = self.sp_by_cc.get(req.challenge_chain_sp)
         pos = req.proof_of_space
         plot_id = pos.compute_plot_id()
@@ -1132,12 +1477,29 @@ class Harness:
             self.plots[name] = read_plot_file(name, src, sub / f"{name}.plot")
         farmer_pk = master_sk_to_farmer_sk(farmer_master).get_g1()
         pool_pk = master_sk_to_pool_sk(pool_master).get_g1()
+        self.plot_dir.mkdir(parents=True)
+        if a.fresh_plots:
+            await self.make_fresh_plots(farmer_pk, pool_pk)
+        for j, extra in enumerate(a.extra_plots or []):
+            source = Path(extra).resolve()
+            self.plot_directories.append(source)
+            self.add_plot_dir(source, f"extra{j}", None)
+        if a.fuse_plots:
+            source = Path(a.fuse_plots).resolve()
+            self.fuse = FuseDisk(fuse_python(a.fuse_python), source, self.run_dir / "fuse", self.run_dir)
+            self.fuse.mount()
+            self.mark("fuse_mounted", source=str(source), mountpoint=str(self.fuse.mountpoint))
+            self.plot_directories.append(self.fuse.mountpoint)
+            self.add_plot_dir(source, "fuse", self.fuse.mountpoint)
+        ids = Counter(p.plot_id for p in self.plots.values())
+        if any(n > 1 for n in ids.values()):
+            raise HarnessError("the same plot id twice among the plots to serve (chia would call them duplicates): "
+                               + ", ".join(i.hex()[:16] for i, n in ids.items() if n > 1))
         for p in self.plots.values():
             if p.farmer_public_key != farmer_pk:
                 raise HarnessError(f"{p.name}: farmer key is not master_sk_to_farmer_sk(fixture farmer master)")
             if p.pool_public_key is not None and p.pool_public_key != pool_pk:
                 raise HarnessError(f"{p.name}: pool key is not master_sk_to_pool_sk(fixture pool master)")
-        self.plot_dir.mkdir(parents=True)
         for name in names:
             p = self.plots[name]
             self.placement[name] = place_file(p.src, p.path)
@@ -1154,7 +1516,8 @@ class Harness:
         self.ports = {"farmer": farmer_port, "fake_full_node": node_port}
         self.mark("root_ready", ports=self.ports)
 
-        self.farmer_runner = FarmerRunner(self.root, self.keychain, self.on_farmer_state)
+        self.farmer_runner = FarmerRunner(self.root, self.keychain, self.on_farmer_state,
+                                          self.on_new_proof if a.bench else None)
         await self.farmer_runner.start()
         await self.wait_farmer_ready(a.sync_timeout)
         self.mark("farmer_ready")
@@ -1169,18 +1532,68 @@ class Harness:
             with contextlib.suppress(asyncio.CancelledError):
                 await monitor
 
+    def start_hang(self, number: int) -> None:
+        assert self.fuse is not None
+        self.fuse.set_mode("hang")
+        self.hang = {"after_sps": number, "t": round(now() - self.t0, 3), "fuse_reads_before": self.fuse.reads()}
+        self.mark("fuse_hang", after_sps=number)
+
+    def cpu_now(self) -> float | None:
+        return None if self.proc is None else proc_cpu_seconds(self.proc.pid)
+
     async def farm(self, add: str | None, remove: str | None) -> None:
         a = self.args
+        if a.bench and a.idle_seconds > 0:
+            c0, t0 = self.cpu_now(), now()
+            await asyncio.sleep(a.idle_seconds)
+            c1, t1 = self.cpu_now(), now()
+            if c0 is not None and c1 is not None:
+                self.cpu["idle_cpu_seconds_per_second"] = round((c1 - c0) / (t1 - t0), 5)
+                self.cpu["idle_seconds"] = round(t1 - t0, 3)
+        cpu0, wall0 = self.cpu_now(), now()
 
-        for number in range(a.signage_points):
+        if a.sp_interval is not None:
+            sps = [self.make_sp(number) for number in range(a.signage_points)]
+            start = now() + 0.2
+            for sp in sps:
+                await asyncio.sleep(max(0.0, start + sp.number * a.sp_interval - now()))
+                self.check_harvester_alive()
+                assert self.farmer_runner is not None
+                self.farmer_runner.check_alive()
+                if a.hang_after is not None and sp.number == a.hang_after:
+                    self.start_hang(sp.number)
+                sp.after_hang = self.hang is not None
+                await self.send_sp(sp)
+            await self.settle_all(sps)
+        for number in range(a.signage_points if a.sp_interval is None else 0):
             if a.restart_farmer_after is not None and number == a.restart_farmer_after:
                 await self.restart_farmer(number)
             if a.add_remove_after is not None and number == a.add_remove_after:
                 assert add is not None and remove is not None
                 await self.add_remove(number, add, remove)
+            if a.hang_after is not None and number == a.hang_after:
+                self.start_hang(number)
             sp = self.make_sp(number)
+            sp.after_hang = self.hang is not None
+            if a.sp_gap and self.sps and self.sps[-1].sent_at is not None:
+                await asyncio.sleep(max(0.0, self.sps[-1].sent_at + a.sp_gap - now()))
             await self.send_sp(sp)
             await self.settle(sp)
+
+        cpu1, wall1 = self.cpu_now(), now()
+        if cpu0 is not None and cpu1 is not None and self.sps:
+            self.cpu.update({
+                "harvester_pid": None if self.proc is None else self.proc.pid,
+                "cpu_seconds": round(cpu1 - cpu0, 3),
+                "wall_seconds": round(wall1 - wall0, 3),
+                "signage_points": len(self.sps),
+                "cpu_ms_per_sp": round(1000 * (cpu1 - cpu0) / len(self.sps), 2),
+                "cpu_ms_per_sp_minus_idle": None if "idle_cpu_seconds_per_second" not in self.cpu else round(
+                    1000 * (cpu1 - cpu0 - self.cpu["idle_cpu_seconds_per_second"] * (wall1 - wall0)) / len(self.sps), 2),
+                "clock_tick_seconds": round(1 / os.sysconf("SC_CLK_TCK"), 4),
+            })
+        if self.fuse is not None and self.hang is not None:
+            self.hang["fuse_reads_hung"] = self.fuse.reads("hang")
         if a.restart_farmer_after is not None and a.restart_farmer_after >= a.signage_points:
             await self.restart_farmer(a.signage_points)
         if a.add_remove_after is not None and a.add_remove_after >= a.signage_points:
@@ -1211,6 +1624,8 @@ class Harness:
         info_times: list[float] = []
         sps_out = []
         for sp in self.sps:
+            self.validate_pending(sp)  # late declarations (--bench)
+        for sp in self.sps:
             expected = self.expected_keys(sp)
             declared = self.declared_keys(sp)
             missing = expected - declared
@@ -1226,6 +1641,8 @@ class Harness:
                     proof_mismatch.append({"plot_id": d["plot_id"], "quality": d["quality"]})
             label = f"SP {sp.number} (cc sp {sp.cc_sp.hex()[:12]}, height {sp.peak_height})"
             for (pid, q), n in missing.items():
+                if sp.after_hang:
+                    continue  # measured in stuck_disk, not a failure
                 name = next((e["plot"] for e in sp.expected if e["plot_id"] == pid), pid[:16])
                 self.fail(f"{label}: expected proof not declared: plot {name} quality {q[:16]} (x{n})")
             for d in invalid:
@@ -1250,7 +1667,8 @@ class Harness:
                     if fi["proofs"] != len(sp.declared):
                         info_problems.append(f"proofs {fi['proofs']} != {len(sp.declared)} declared")
                 for prob in info_problems:
-                    self.fail(f"{label}: farming_info: {prob}")
+                    if not sp.after_hang:
+                        self.fail(f"{label}: farming_info: {prob}")
             for fi in sp.farming_infos:
                 info_times.append(fi["seconds"])
             totals["signage_points"] += 1
@@ -1289,6 +1707,8 @@ class Harness:
                     "proof_bytes_differ": proof_mismatch,
                     "farming_info": sp.farming_infos,
                     "farming_info_problems": info_problems,
+                    "new_proofs_at_farmer": sp.new_proofs,
+                    "after_hang": sp.after_hang,
                     "settle_seconds": None if sp.settled_at is None or sp.sent_at is None
                     else round(sp.settled_at - sp.sent_at, 3),
                 }
@@ -1302,11 +1722,16 @@ class Harness:
             self.fail(f"unexpected messages at the fake full node: {Counter(self.unexpected_messages)}")
         final = self.plot_views.get("final")
         if final is not None and not final.get("matches"):
-            self.fail(f"final: the farmer's plot view does not match the plots served: {final.get('problems')}")
+            if self.hang is not None:
+                self.notes.append(f"final plot view (FUSE disk hung) differs: {final.get('problems')}")
+            else:
+                self.fail(f"final: the farmer's plot view does not match the plots served: {final.get('problems')}")
         if self.sps and totals["expected"] == 0:
             self.notes.append("no proof was expected in the whole run: add signage points or filter bits")
         return {
             "totals": dict(totals),
+            "bench": self.bench_report() if a.bench else None,
+            "stuck_disk": self.stuck_report() if a.hang_after is not None else None,
             "signage_points": sps_out,
             "timings": {
                 "sp_to_declare_seconds": stats(declare_times),
@@ -1322,6 +1747,104 @@ class Harness:
                 for k, c in sorted(self.eligibility.items())
             },
         }
+
+    def bench_report(self) -> dict[str, Any]:
+        """--bench: latency from the fake node's sending of each SP (p50/p90/p99 nearest rank)."""
+        new_proofs: list[float] = []
+        first_new_proof: list[float] = []
+        infos: list[float] = []
+        lookup_times: list[float] = []
+        declares: list[float] = []
+        proofs_per_sp: list[int] = []
+        for sp in self.sps:
+            t = [x["seconds"] for x in sp.new_proofs]
+            new_proofs += t
+            if t:
+                first_new_proof.append(min(t))
+            if sp.farming_infos:
+                infos.append(sp.farming_infos[0]["seconds"])
+                lookup_times.append(sp.farming_infos[0]["lookup_time_us"] / 1e6)
+            declares += [d["seconds"] for d in sp.declared if "seconds" in d]
+            proofs_per_sp.append(len(t))
+        # chia's farmer allows 100 of each per minute from a non-local harvester; ours never
+        # sends more (it queues), so a run above that measures the queue, not the lookups
+        rates = {
+            "new_proof_of_space": max_in_window([sp.sent_at + x["seconds"] for sp in self.sps
+                                                 if sp.sent_at is not None for x in sp.new_proofs], 60.0),
+            "farming_info": max_in_window([sp.sent_at + fi["seconds"] for sp in self.sps
+                                           if sp.sent_at is not None for fi in sp.farming_infos], 60.0),
+        }
+        if max(rates.values()) >= 100:
+            self.notes.append(f"bench: {rates} messages in some 60 s: at chia's per-minute limit (100); "
+                              "lower the eligible fraction or raise --sp-gap")
+        return {
+            "signage_points": len(self.sps),
+            "plots_served": len(self.served),
+            "sp_to_new_proof_of_space_seconds": percentiles(new_proofs),
+            "sp_to_first_new_proof_of_space_seconds": percentiles(first_new_proof),
+            "sp_to_farming_info_seconds": percentiles(infos),
+            "sp_to_declare_seconds": percentiles(declares),
+            # the harvester's own lookup_time in its farming_info (its clock, from its receipt)
+            "harvester_lookup_time_seconds": percentiles(lookup_times),
+            "new_proofs_per_sp_mean": round(statistics.fmean(proofs_per_sp), 3) if proofs_per_sp else None,
+            "new_proofs_unmatched": self.new_proofs_unmatched,
+            "max_per_60s": rates,
+            "cpu": self.cpu,
+        }
+
+    def stuck_report(self) -> dict[str, Any]:
+        """--hang-after: per SP, whether farming_info and the proofs of the plots not on the FUSE
+        disk arrived within each window."""
+        a = self.args
+        windows = [float(w) for w in a.windows.split(",")]
+        rows = []
+        for sp in self.sps:
+            on_fuse = {p.plot_id.hex() for p in sp.served if p.disk == "fuse"}
+            healthy = {(e["plot_id"], e["quality"]) for e in sp.expected if e["plot_id"] not in on_fuse}
+            stuck = {(e["plot_id"], e["quality"]) for e in sp.expected if e["plot_id"] in on_fuse}
+            first: dict[tuple[str, str], float] = {}
+            for d in sp.declared:
+                if d.get("valid") and "seconds" in d:
+                    key = (d["plot_id"], d["quality"])
+                    first[key] = min(first.get(key, d["seconds"]), d["seconds"])
+            info = sp.farming_infos[0]["seconds"] if sp.farming_infos else None
+            healthy_times = [first[k] for k in healthy if k in first]
+            row: dict[str, Any] = {
+                "number": sp.number,
+                "after_hang": sp.after_hang,
+                "farming_info_seconds": info,
+                "farming_info_passed": sp.farming_infos[0]["passed"] if sp.farming_infos else None,
+                "farming_info_proofs": sp.farming_infos[0]["proofs"] if sp.farming_infos else None,
+                "healthy_expected": len(healthy),
+                "healthy_declared": len(healthy_times),
+                "healthy_last_declare_seconds": max(healthy_times) if len(healthy_times) == len(healthy) and healthy
+                else None,
+                "fuse_expected": len(stuck),
+                "fuse_declared": sum(1 for k in stuck if k in first),
+                "within": {},
+            }
+            for w in windows:
+                n = sum(1 for x in healthy_times if x <= w)
+                row["within"][f"{w:g}"] = {
+                    "farming_info": info is not None and info <= w,
+                    "healthy_declared": n,
+                    "answered": info is not None and info <= w and n == len(healthy),
+                }
+            rows.append(row)
+        summary = {}
+        for label, part in (("before_hang", [r for r in rows if not r["after_hang"]]),
+                            ("after_hang", [r for r in rows if r["after_hang"]])):
+            summary[label] = {
+                "signage_points": len(part),
+                **{f"answered_within_{w:g}s": sum(1 for r in part if r["within"][f"{w:g}"]["answered"])
+                   for w in windows},
+                **{f"farming_info_within_{w:g}s": sum(1 for r in part if r["within"][f"{w:g}"]["farming_info"])
+                   for w in windows},
+                "healthy_expected": sum(r["healthy_expected"] for r in part),
+                **{f"healthy_declared_within_{w:g}s": sum(r["within"][f"{w:g}"]["healthy_declared"] for r in part)
+                   for w in windows},
+            }
+        return {"windows_seconds": windows, "hang": self.hang, "summary": summary, "per_sp": rows}
 
     def report(self, elapsed: float, error: str | None) -> dict[str, Any]:
         a = self.args
@@ -1340,7 +1863,19 @@ class Harness:
                 "harvester_bin": a.harvester_bin,
                 "chia_blockchain": CHIA_VERSION,
                 "seed": a.seed,
+                "seed_random": a.seed_random,
                 "signage_points": a.signage_points,
+                "fresh_plots": a.fresh_plots,
+                "extra_plots": a.extra_plots,
+                "fuse_plots": a.fuse_plots,
+                "hang_after": a.hang_after,
+                "sp_interval": a.sp_interval,
+                "sp_gap": a.sp_gap,
+                "sp_timeout": a.sp_timeout,
+                "bench": a.bench,
+                "windows": a.windows,
+                "plot_directories": [str(d) for d in self.plot_directories],
+                "argv": sys.argv,
                 "difficulty": a.difficulty,
                 "sub_slot_iters": a.ssi,
                 "sub_slot_iters_arg": a.sub_slot_iters,
@@ -1354,6 +1889,7 @@ class Harness:
                 "ports": getattr(self, "ports", None),
                 "plots": {n: {**p.describe(), "placement": self.placement.get(n)} for n, p in self.plots.items()},
             },
+            "fresh_plots": self.fresh,
             "harvester_connections": self.connections,
             "harvester_exit_status": self.harvester_exit,
             "plot_views": self.plot_views,
@@ -1377,14 +1913,15 @@ class Harness:
 # main
 
 
-def half_eligible_ssi(difficulty: int) -> int:
-    """sub_slot_iters whose sp interval lets about half of a k=18 plot's qualities through:
-    required_iters = difficulty * DIFFICULTY_CONSTANT_FACTOR * u / expected_size(k), u uniform in
-    [0, 1), so sp_interval = difficulty * DCF / (2 * expected_size(18)). Mainnet constants (only
-    MIN_PLOT_SIZE_V1 and the filter are overridden, neither enters this)."""
+def half_eligible_ssi(difficulty: int, fraction: Fraction = Fraction(1, 2)) -> int:
+    """sub_slot_iters whose sp interval lets about `fraction` (half by default) of a k=18 plot's
+    qualities through: required_iters = difficulty * DIFFICULTY_CONSTANT_FACTOR * u /
+    expected_size(k), u uniform in [0, 1), so sp_interval = fraction * difficulty * DCF /
+    expected_size(18). Mainnet constants (only MIN_PLOT_SIZE_V1 and the filter are overridden,
+    neither enters this)."""
     c = DEFAULT_CONSTANTS
     expected = int(_expected_plot_size(PlotParam.make_v1(uint8(18)), c))
-    interval = difficulty * int(c.DIFFICULTY_CONSTANT_FACTOR) // (2 * expected)
+    interval = int(difficulty * int(c.DIFFICULTY_CONSTANT_FACTOR) * fraction / expected)
     return interval * int(c.NUM_SPS_SUB_SLOT)
 
 
@@ -1399,19 +1936,45 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--harvester-bin", help="the harvester executable (with --harvester ours)")
     p.add_argument("--json", metavar="REPORT", help="write the full report here")
     p.add_argument("--signage-points", type=int, default=20, metavar="N", help="signage points to send (20)")
-    p.add_argument("--seed", type=int, default=1, help="seed of challenges, sp hashes, sp indexes, heights (1)")
+    p.add_argument("--seed", default="1", metavar="N|random",
+                   help="seed of challenges, sp hashes, sp indexes, heights and the fresh plots' keys (1); "
+                        "'random': drawn from os.urandom and printed on the first line")
     p.add_argument("--difficulty", type=int, default=1, help="difficulty in every signage point (1)")
-    p.add_argument("--sub-slot-iters", default=str(DEFAULT_SUB_SLOT_ITERS), metavar="N|half",
+    p.add_argument("--sub-slot-iters", default=str(DEFAULT_SUB_SLOT_ITERS), metavar="N|half|eligible:F",
                    help="sub_slot_iters (default 2^57: every quality eligible at difficulty 1); 'half': "
-                        "computed so that about half of the k=18 qualities are eligible; a multiple of 64")
-    p.add_argument("--filter-bits", type=int, default=4,
-                   help="NUMBER_ZERO_BITS_PLOT_FILTER_V1 override (4; mainnet has 9)")
+                        "computed so that about half of the k=18 qualities are eligible, 'eligible:F' about a "
+                        "fraction F (0 < F <= 1); a multiple of 64")
+    p.add_argument("--filter-bits", type=int, default=None,
+                   help="NUMBER_ZERO_BITS_PLOT_FILTER_V1 override (4, with --bench 0; mainnet has 9)")
     p.add_argument("--filter-heights", default="1000,2000,3000,4000", metavar="H1,H2,H3,H4",
                    help="HARD_FORK_HEIGHT, PLOT_FILTER_128/64/32_HEIGHT overrides: prefix bits drop by 1 at "
                         "each; peak heights cycle through the five bands (1000,2000,3000,4000)")
     p.add_argument("--min-plot-size", type=int, default=18, help="MIN_PLOT_SIZE_V1 override (18)")
     p.add_argument("--fixtures", default=str(DEFAULT_FIXTURES), help="fixtures folder (repo's fixtures/)")
-    p.add_argument("--plots", help=f"comma-separated fixture plot names to serve (all: {','.join(ALL_PLOTS)})")
+    p.add_argument("--plots", help=f"comma-separated fixture plot names to serve, or 'none' "
+                                   f"(all: {','.join(ALL_PLOTS)})")
+    p.add_argument("--fresh-plots", type=int, default=0, metavar="N",
+                   help="plot N new k=18 plots (chia's create_plots, keys from the seed) into the plot folder (0)")
+    p.add_argument("--extra-plots", action="append", metavar="DIR",
+                   help="also serve every *.plot under DIR, in place (DIR becomes a plot directory); repeatable")
+    p.add_argument("--fuse-plots", metavar="DIR",
+                   help="also serve the plots of DIR through scripts/faultfs.py (FUSE, root) at RUN/fuse")
+    p.add_argument("--fuse-python", metavar="PY", help="python with fusepy for faultfs.py (/usr/bin/python3 or python3)")
+    p.add_argument("--hang-after", type=int, metavar="N",
+                   help="with --fuse-plots: from SP N on, every read of the FUSE disk hangs")
+    p.add_argument("--windows", default="5,28", metavar="S1,S2",
+                   help="with --hang-after: answer windows in seconds for the stuck_disk report (5,28)")
+    p.add_argument("--sp-interval", type=float, metavar="S",
+                   help="send an SP every S seconds without waiting for answers; each is watched for --sp-timeout")
+    p.add_argument("--sp-gap", type=float, default=0.0, metavar="S",
+                   help="at least S seconds between two SPs sent (0). chia's farmer takes at most 100 "
+                        "farming_info, new_proof_of_space and respond_signatures per minute from a remote "
+                        "harvester (localhost is exempt); our harvester keeps to those limits anyway")
+    p.add_argument("--bench", action="store_true",
+                   help="timing mode: farmer receipt times of new_proof_of_space and farming_info, harvester CPU; "
+                        "--filter-bits 0 unless given")
+    p.add_argument("--idle-seconds", type=float, default=2.0,
+                   help="with --bench: seconds of idle harvester CPU measured before the first SP (2)")
     p.add_argument("--flat", action="store_true", help="put every plot at the top of the plot folder "
                                                        "(default: some in nested/)")
     p.add_argument("--restart-farmer-after", type=int, metavar="N",
@@ -1437,12 +2000,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the run folder (CHIA_ROOT, plots, logs)")
     p.add_argument("-v", "--verbose", action="store_true", help="farmer and harness logs on stderr too")
     a = p.parse_args(argv)
+    a.seed_random = a.seed == "random"
+    if a.seed_random:
+        a.seed = int.from_bytes(os.urandom(8), "big") >> 1
+    else:
+        try:
+            a.seed = int(a.seed, 0)
+        except ValueError:
+            p.error("--seed takes an integer or 'random'")
+    if a.filter_bits is None:
+        a.filter_bits = 0 if a.bench else 4
     if a.harvester == "ours" and not a.harvester_bin:
         p.error("--harvester ours needs --harvester-bin")
     if a.harvester_bin and not os.access(a.harvester_bin, os.X_OK):
         p.error(f"--harvester-bin {a.harvester_bin} is not an executable file")
     if a.sub_slot_iters == "half":
         a.ssi = half_eligible_ssi(a.difficulty)
+    elif a.sub_slot_iters.startswith("eligible:"):
+        try:
+            fraction = Fraction(a.sub_slot_iters[len("eligible:"):])
+        except (ValueError, ZeroDivisionError):
+            p.error("--sub-slot-iters eligible:F takes a fraction F")
+        if not 0 < fraction <= 1:
+            p.error("--sub-slot-iters eligible:F needs 0 < F <= 1")
+        a.ssi = half_eligible_ssi(a.difficulty, fraction)
     else:
         try:
             a.ssi = int(a.sub_slot_iters, 0)
@@ -1452,12 +2033,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--sub-slot-iters must be a positive multiple of 64 (NUM_SPS_SUB_SLOT) below 2^64")
     if a.signage_points < 0 or a.difficulty <= 0 or not 0 <= a.filter_bits <= 32:
         p.error("bad --signage-points, --difficulty or --filter-bits")
-    if a.plots:
+    if a.plots and a.plots != "none":
         unknown = [n for n in a.plots.split(",") if n not in ALL_PLOTS]
         if unknown:
             p.error(f"unknown plot names {unknown}; known: {ALL_PLOTS}")
     if a.add_remove_after is not None and (a.add not in ALL_PLOTS or a.remove not in ALL_PLOTS):
         p.error(f"--add/--remove take fixture plot names: {ALL_PLOTS}")
+    if not 0 <= a.fresh_plots <= 100:
+        p.error("--fresh-plots takes 0..100")
+    if a.hang_after is not None and (not a.fuse_plots or a.hang_after < 0):
+        p.error("--hang-after N needs --fuse-plots and N >= 0")
+    if a.sp_interval is not None:
+        if a.sp_interval <= 0:
+            p.error("--sp-interval must be positive")
+        if a.restart_farmer_after is not None or a.add_remove_after is not None:
+            p.error("--sp-interval does not combine with --restart-farmer-after or --add-remove-after")
+    try:
+        windows = [float(w) for w in a.windows.split(",")]
+    except ValueError:
+        windows = []
+    if not windows or any(w <= 0 for w in windows):
+        p.error("--windows takes positive seconds, comma-separated")
+    if a.hang_after is not None and a.sp_timeout < max(windows):
+        p.error(f"--sp-timeout ({a.sp_timeout}) must be at least the largest window ({max(windows)})")
+    for d in (a.extra_plots or []) + ([a.fuse_plots] if a.fuse_plots else []):
+        if not Path(d).is_dir():
+            p.error(f"{d}: not a folder")
+    if a.plots == "none" and not (a.fresh_plots or a.extra_plots or a.fuse_plots):
+        p.error("--plots none leaves nothing to serve: add --fresh-plots, --extra-plots or --fuse-plots")
     return a
 
 
@@ -1500,6 +2103,8 @@ def tail(path: Path, lines: int = 25) -> str:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.seed_random:
+        print(f"chia_farm: seed {args.seed} (--seed random; rerun with --seed {args.seed})", flush=True)
     start = now()
     parent = Path(args.workdir) if args.workdir else None
     if parent is not None:
@@ -1514,6 +2119,8 @@ def main(argv: list[str]) -> int:
     finally:
         if harness is not None:
             harness.stop_harvester()
+            if harness.fuse is not None:
+                harness.fuse.unmount()
         logging.shutdown()
         if args.keep:
             with contextlib.suppress(OSError):
@@ -1567,8 +2174,21 @@ def run_and_report(args: argparse.Namespace, harness: Harness, run_dir: Path, st
         f"invalid={t.get('invalid', 0)} signatures={t.get('signatures_valid', 0)} valid/"
         f"{t.get('signatures_invalid', 0)} invalid elapsed={elapsed:.1f}s"
     )
+    summary += f" seed={args.seed}"
     for key, sc in report.get("scenarios", {}).items():
         summary += f"\n  {key}: {json.dumps(sc)}"
+    if report.get("fresh_plots"):
+        fp = report["fresh_plots"]
+        summary += f"\n  fresh_plots: {fp['count']} plotted in {fp['seconds_total']} s ({fp['seconds_each']})"
+    bench = report.get("bench")
+    if bench:
+        fi, nps = bench["sp_to_farming_info_seconds"], bench["sp_to_new_proof_of_space_seconds"]
+        summary += (f"\n  bench: sp->farming_info p50 {fi.get('p50')} p99 {fi.get('p99')} s; "
+                    f"sp->new_proof_of_space p50 {nps.get('p50')} p99 {nps.get('p99')} s (n={nps.get('count')}); "
+                    f"cpu {bench['cpu'].get('cpu_ms_per_sp')} ms/SP")
+    stuck = report.get("stuck_disk")
+    if stuck:
+        summary += f"\n  stuck_disk: {json.dumps(stuck['summary'])}"
     with contextlib.suppress(OSError):
         print(summary, flush=True)
         if not ok:

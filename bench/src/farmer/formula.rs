@@ -1,4 +1,5 @@
-//! The original farmer's decision formula (QS..ORIG1 integer version, protocol notes §6).
+//! The original farmer's decision formula: the all-integer version chia-blockchain's farmer used
+//! from February to June 2020 (`src/consensus/pos_quality.py`, `pot_iterations.py`).
 //!
 //! For a quality string `q` (a big-endian 256-bit integer) of a plot of size `k`:
 //!
@@ -86,7 +87,9 @@ pub fn iterations(quality: &[u8; 32], k: u8, difficulty: u64, min_iters: u64) ->
     u64::try_from(iters).map_or(u64::MAX, |i| i.saturating_add(min_iters))
 }
 
-/// The farmer's decision for one quality (protocol notes §6, steps 2, 4 and 5).
+/// The original farmer's decision for one quality: estimate the seconds (`iters / ips`); ask for
+/// the proof when the estimate is below either threshold; once the proof is valid, ask for a
+/// partial below the pool share threshold and a header signature below the propagate one.
 ///
 /// # Panics
 /// If `params.ips` is 0 (the CLI refuses it).

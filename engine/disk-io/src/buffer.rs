@@ -5,14 +5,30 @@
 //! writes into it through a raw pointer). Either way it exposes one window, [`Buffer::bytes`]:
 //! the requested range inside a possibly larger, aligned read.
 //!
-//! Ownership rule (style A6): while a read is in flight its buffer sits in the backend's
+//! Ownership rule: the kernel may write a buffer until its read completes, whatever became of
+//! the job that wanted it, so while a read is in flight its buffer sits in the backend's
 //! in-flight table and nobody else can reach it; a caller only ever holds buffers of finished
 //! reads. Aligned memory is allocated zeroed, so every byte of it is always initialized, whatever
 //! the kernel wrote or did not write.
+//!
+//! Aliasing rule: while the kernel may write an aligned buffer, no Rust reference to its bytes
+//! exists, not even a shared one for a moment. The buffer knows when that is: a backend takes
+//! the pointer for an SQE with `Buffer::lend_to_kernel`, which marks the buffer *lent*, and
+//! gives it back with `Buffer::reclaim_from_kernel` when the read's CQE arrives (an `unsafe`
+//! call: its caller vouches for the CQE). Every way to a slice of the bytes ([`Buffer::bytes`],
+//! `storage_mut`) asserts the buffer is not lent, so a use during the loan panics instead of
+//! aliasing; what needs only the size (`Buffer::capacity`, `Debug`, the pool's accounting)
+//! takes it from the allocation's layout and makes no slice. The flag and its checks are in
+//! every build (a bool, and one comparison per slice), so the tests check the rule wherever
+//! they run: this module's (a lent buffer is measured; its bytes are refused), `uring`'s and
+//! `tests/stuck_disk.rs` (the path of `UringBackend::drop` that gives up on reads still in the
+//! kernel and counts their buffers). A lent allocation is never freed: dropping it leaks it.
 
 use std::alloc::{self, Layout};
 use std::fmt;
 use std::ptr::NonNull;
+
+use crate::limits::POOL_CLASS_BYTES_MAX;
 
 /// Alignment of pooled buffers: one page. It covers the memory alignment O_DIRECT asks for on
 /// every device seen (statx `dio_mem_align` and `queue/dma_alignment` + 1 are 512 here).
@@ -21,13 +37,10 @@ pub(crate) const BUFFER_ALIGNMENT_BYTES: usize = 4096;
 /// The smallest pooled buffer; smaller requests get one of these.
 const POOL_CLASS_BYTES_MIN: usize = BUFFER_ALIGNMENT_BYTES;
 
-/// Free lists are kept for sizes up to this; bigger buffers are allocated and freed each time.
-const POOL_CLASS_BYTES_MAX: usize = 64 << 20;
-
 const _: () = assert!(BUFFER_ALIGNMENT_BYTES.is_power_of_two());
 const _: () = assert!(POOL_CLASS_BYTES_MIN.is_power_of_two());
-const _: () = assert!(POOL_CLASS_BYTES_MAX.is_power_of_two());
 const _: () = assert!(POOL_CLASS_BYTES_MIN % BUFFER_ALIGNMENT_BYTES == 0);
+const _: () = assert!(POOL_CLASS_BYTES_MIN <= POOL_CLASS_BYTES_MAX);
 
 /// An owned byte buffer: the bytes of one finished read.
 pub struct Buffer {
@@ -68,8 +81,14 @@ impl Buffer {
         Buffer { storage: Storage::Aligned(bytes), start: 0, end: 0 }
     }
 
+    /// Bytes allocated (the window's limit). From the allocation's recorded size, never from a
+    /// slice: it is also asked of buffers lent to the kernel (`UringBackend::drop` counts the
+    /// bytes it leaks).
     pub(crate) fn capacity(&self) -> usize {
-        self.storage().len()
+        match &self.storage {
+            Storage::Heap(v) => v.len(), // reads the length field; heap buffers are never lent
+            Storage::Aligned(a) => a.layout.size(),
+        }
     }
 
     /// Alignment of the first byte (1 for heap buffers, whatever the allocator gave).
@@ -80,16 +99,48 @@ impl Buffer {
         }
     }
 
-    /// The first byte, for the kernel to write through. The pointer stays valid while `self`
-    /// lives, also when `self` moves: the bytes are a separate allocation.
-    pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
+    /// Lends the bytes to the kernel: the first byte, for an SQE to write through, and the
+    /// buffer is *lent* until [`Buffer::reclaim_from_kernel`]; meanwhile any slice of its bytes
+    /// panics. The pointer stays valid while `self` lives, also when `self` moves: the bytes are
+    /// a separate allocation, reached only through a raw pointer. Only aligned buffers are lent
+    /// (the backends read into pooled ones), and one loan at a time (one SQE per read).
+    pub(crate) fn lend_to_kernel(&mut self) -> *mut u8 {
         match &mut self.storage {
-            Storage::Heap(v) => v.as_mut_ptr(),
-            Storage::Aligned(a) => a.ptr.as_ptr(),
+            Storage::Heap(_) => panic!("heap buffers are never lent to the kernel"),
+            Storage::Aligned(a) => {
+                assert!(!a.lent, "a buffer is lent to one read of the kernel at a time");
+                a.lent = true;
+                a.ptr.as_ptr()
+            }
         }
     }
 
-    /// All `capacity()` bytes, for a synchronous read into them.
+    /// Ends the loan of [`Buffer::lend_to_kernel`]: the bytes may be read again.
+    ///
+    /// # Safety
+    ///
+    /// The kernel no longer accesses the bytes: the CQE of the one request that was given the
+    /// pointer has arrived (and that request has no further CQEs).
+    pub(crate) unsafe fn reclaim_from_kernel(&mut self) {
+        match &mut self.storage {
+            Storage::Heap(_) => panic!("heap buffers are never lent to the kernel"),
+            Storage::Aligned(a) => {
+                assert!(a.lent, "reclaiming a buffer that is not lent");
+                a.lent = false;
+            }
+        }
+    }
+
+    /// Lent to the kernel: between [`Buffer::lend_to_kernel`] and
+    /// [`Buffer::reclaim_from_kernel`].
+    pub(crate) fn is_lent(&self) -> bool {
+        match &self.storage {
+            Storage::Heap(_) => false,
+            Storage::Aligned(a) => a.lent,
+        }
+    }
+
+    /// All `capacity()` bytes, for a synchronous read into them. Panics if lent.
     pub(crate) fn storage_mut(&mut self) -> &mut [u8] {
         match &mut self.storage {
             Storage::Heap(v) => v.as_mut_slice(),
@@ -105,6 +156,7 @@ impl Buffer {
         self.end = end;
     }
 
+    /// All `capacity()` bytes. Panics if lent.
     fn storage(&self) -> &[u8] {
         match &self.storage {
             Storage::Heap(v) => v.as_slice(),
@@ -123,6 +175,7 @@ impl fmt::Debug for Buffer {
             .field("kind", &kind)
             .field("window", &(self.start..self.end))
             .field("capacity", &self.capacity())
+            .field("lent", &self.is_lent())
             .finish()
     }
 }
@@ -133,13 +186,19 @@ impl fmt::Debug for Buffer {
 /// which would be a lie while the kernel writes into them.
 struct AlignedBytes {
     ptr: NonNull<u8>,
+    /// Size and alignment of the allocation: the size is read from here, never from a slice.
     layout: Layout,
+    /// The kernel may be writing the bytes ([`Buffer::lend_to_kernel`]): no slice of them may be
+    /// made, and the allocation is never freed.
+    lent: bool,
 }
 
 // SAFETY: `AlignedBytes` owns its allocation outright (no sharing, no thread-local state), like a
-// `Vec<u8>`; moving it to another thread moves that ownership.
+// `Vec<u8>`; moving it to another thread moves that ownership. While lent, the kernel writes the
+// bytes on behalf of the owning ring, whichever thread holds the value; no thread reads them.
 unsafe impl Send for AlignedBytes {}
-// SAFETY: `&AlignedBytes` only allows reading the bytes (`as_slice`), like `&Vec<u8>`.
+// SAFETY: `&AlignedBytes` only allows reading the bytes (`as_slice`, which refuses while lent)
+// and the `lent` and `layout` fields, like `&Vec<u8>`; nothing mutates through `&self`.
 unsafe impl Sync for AlignedBytes {}
 
 impl AlignedBytes {
@@ -153,28 +212,42 @@ impl AlignedBytes {
         let Some(ptr) = NonNull::new(raw) else {
             alloc::handle_alloc_error(layout);
         };
-        AlignedBytes { ptr, layout }
+        AlignedBytes { ptr, layout, lent: false }
     }
 
     fn as_slice(&self) -> &[u8] {
+        assert!(!self.lent, "the bytes of a buffer lent to the kernel were asked for");
         // SAFETY: `ptr` is a live allocation of `layout.size()` bytes (freed only in `drop`),
         // initialized by `alloc_zeroed`; `&self` rules out a `&mut` to it for the borrow's
-        // length. The kernel never writes it while a `&self` exists: backends lend the pointer
-        // only to reads owned by their in-flight table, and read the bytes after the CQE.
+        // length. The kernel is not writing it: the buffer is not lent (asserted above), and
+        // `lent` is cleared only by `reclaim_from_kernel`, whose callers vouch that the CQE of
+        // the read it was lent to arrived. A loan needs `&mut self`, so none starts while this
+        // borrow lives.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
     }
 
     fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`, and `&mut self` makes this the only reference.
+        assert!(!self.lent, "the bytes of a buffer lent to the kernel were asked for");
+        // SAFETY: as in `as_slice` (not lent: asserted above), and `&mut self` makes this the
+        // only reference for the borrow's length.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
     }
 }
 
 impl Drop for AlignedBytes {
     fn drop(&mut self) {
-        // SAFETY: `ptr` came from `alloc_zeroed(self.layout)` and is freed only here, once.
-        // Backends never drop a buffer the kernel may still write: the in-flight table keeps
-        // it until the CQE, and `UringBackend::drop` leaks (forgets) any it could not wait for.
+        if self.lent {
+            // The kernel may still write these bytes: never free them. Backends do not get
+            // here (the in-flight table keeps a lent buffer until its CQE, and
+            // `UringBackend::drop` forgets those it could not wait for); this is the last line.
+            tracing::error!(
+                bytes = self.layout.size(),
+                "leaking a buffer still lent to the kernel"
+            );
+            return;
+        }
+        // SAFETY: `ptr` came from `alloc_zeroed(self.layout)` and is freed only here, once; the
+        // kernel is done with it: it is not lent (checked above).
         unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
     }
 }
@@ -223,6 +296,7 @@ impl BufferPool {
 
     /// Keeps `buffer` for reuse if it is a pooled kind and there is room; else frees it.
     pub(crate) fn give(&mut self, buffer: Buffer) {
+        assert!(!buffer.is_lent(), "a buffer lent to the kernel is never reused");
         let Storage::Aligned(_) = buffer.storage else {
             return; // heap buffers (the simulated disk's) are simply dropped
         };
@@ -270,7 +344,7 @@ mod tests {
     fn aligned_buffer_is_aligned_zeroed_and_windowed() {
         for alignment in [512, 4096, 65536] {
             let mut b = Buffer::aligned_zeroed(3 * alignment, alignment);
-            assert_eq!(b.as_mut_ptr() as usize % alignment, 0);
+            assert_eq!(b.storage_mut().as_ptr() as usize % alignment, 0);
             assert!(b.is_empty());
             assert!(b.storage_mut().iter().all(|&x| x == 0));
             b.storage_mut()[alignment..alignment + 4].copy_from_slice(b"abcd");
@@ -287,6 +361,57 @@ mod tests {
             b.set_window(0, 4097);
         });
         assert!(r.is_err());
+    }
+
+    /// A buffer lent to the kernel (as `UringBackend::drop` finds those of a stuck disk) tells
+    /// its size, formats, and takes a window, all without a slice of its bytes: every way to a
+    /// slice refuses while it is lent (the tests below), so this panics if `capacity` makes one.
+    #[test]
+    fn a_lent_buffer_tells_its_capacity_from_the_layout() {
+        let mut pool = BufferPool::new(1 << 20, 1 << 20);
+        let mut b = pool.take(5000, BUFFER_ALIGNMENT_BYTES);
+        let first = b.lend_to_kernel();
+        assert!(b.is_lent());
+        assert_eq!(b.capacity(), 8192);
+        assert!(format!("{b:?}").contains("capacity: 8192, lent: true"), "{b:?}");
+        b.set_window(100, 8192); // checked against `capacity()`
+        assert_eq!(b.len(), 8092);
+        // SAFETY: no kernel request was given the pointer.
+        unsafe { b.reclaim_from_kernel() };
+        assert!(!b.is_lent());
+        assert_eq!(b.bytes().as_ptr(), first.wrapping_add(100).cast_const());
+        pool.give(b);
+        assert_eq!(pool.pooled_bytes(), 8192);
+    }
+
+    fn lent() -> Buffer {
+        let mut b = Buffer::aligned_zeroed(4096, BUFFER_ALIGNMENT_BYTES);
+        b.lend_to_kernel();
+        b
+    }
+
+    #[test]
+    #[should_panic(expected = "lent to the kernel were asked for")]
+    fn the_bytes_of_a_lent_buffer_are_refused() {
+        let _ = lent().bytes();
+    }
+
+    #[test]
+    #[should_panic(expected = "lent to the kernel were asked for")]
+    fn the_storage_of_a_lent_buffer_is_refused() {
+        let _ = lent().storage_mut();
+    }
+
+    #[test]
+    #[should_panic(expected = "never reused")]
+    fn a_lent_buffer_is_not_pooled() {
+        BufferPool::new(1 << 20, 1 << 20).give(lent());
+    }
+
+    #[test]
+    #[should_panic(expected = "one read of the kernel at a time")]
+    fn a_buffer_is_lent_once_at_a_time() {
+        lent().lend_to_kernel();
     }
 
     #[test]
@@ -330,7 +455,7 @@ mod tests {
         pool.give(big);
         assert_eq!(pool.pooled_bytes(), 0);
         let mut wide = pool.take(100, 1 << 16);
-        assert_eq!(wide.as_mut_ptr() as usize % (1 << 16), 0);
+        assert_eq!(wide.storage_mut().as_ptr() as usize % (1 << 16), 0);
         pool.give(wide);
         assert_eq!(pool.pooled_bytes(), 0);
     }

@@ -404,7 +404,10 @@ mod tests {
         let path = scratch("steps", &[7; 10000]);
         let (mut file, fallback) = FileState::open(&path, DirectIo::Prefer).expect("open");
         if fallback.is_some() {
-            eprintln!("skipped: {} refuses O_DIRECT ({fallback:?})", path.display());
+            test_support::facility_missing(
+                "disk-io::file",
+                &format!("{} refuses O_DIRECT ({fallback:?})", path.display()),
+            );
             return;
         }
         assert!(file.direct && file.alignment >= 512);
@@ -447,7 +450,10 @@ mod tests {
         let path = scratch("fallback", &content);
         let (mut file, fallback) = FileState::open(&path, DirectIo::Prefer).expect("open");
         if fallback.is_some() {
-            eprintln!("skipped: {} refuses O_DIRECT ({fallback:?})", path.display());
+            test_support::facility_missing(
+                "disk-io::file",
+                &format!("{} refuses O_DIRECT ({fallback:?})", path.display()),
+            );
             return;
         }
         assert!(file.direct);

@@ -16,6 +16,7 @@ use std::time::Duration;
 pub mod buffer;
 pub mod device;
 mod file;
+pub mod limits;
 pub mod pread;
 pub mod uring;
 

@@ -12,12 +12,16 @@ use std::time::Duration;
 
 use crate::buffer::BufferPool;
 use crate::file::{FallbackLog, FileState, ReadPlan, ReadProgress, Step};
+use crate::limits::{
+    BUFFER_POOL_BYTES_MAX_DEFAULT, READS_IN_FLIGHT_MAX, READ_BYTES_MAX_DEFAULT,
+    READ_RETRIES_MAX_DEFAULT,
+};
 use crate::{Backend, Buffer, Completion, DirectIo, FileId, Full, IoError, OpenedFile, ReadOp};
 
 /// Limits of a [`PreadBackend`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PreadConfig {
-    /// Reads pushed and not yet drained.
+    /// Reads pushed and not yet drained (clamped to 1..=[`READS_IN_FLIGHT_MAX`]).
     pub reads_in_flight_max: usize,
     /// Largest `ReadOp::len`; longer reads complete with `IoError::Os(EINVAL)`.
     pub read_bytes_max: u32,
@@ -38,15 +42,6 @@ impl PreadConfig {
     }
 }
 
-/// Default largest read: 4 MiB (plot reads are 3–40 KB; merged reads stay far below this).
-pub(crate) const READ_BYTES_MAX_DEFAULT: u32 = 4 << 20;
-/// Default idle bytes kept in a backend's buffer pool.
-pub(crate) const BUFFER_POOL_BYTES_MAX_DEFAULT: usize = 8 << 20;
-/// Default EAGAIN / EINTR retries of one read.
-pub(crate) const READ_RETRIES_MAX_DEFAULT: u32 = 64;
-/// Largest `reads_in_flight_max` a backend accepts.
-pub(crate) const READS_IN_FLIGHT_LIMIT: usize = 8192;
-
 pub struct PreadBackend {
     config: PreadConfig,
     files: HashMap<FileId, FileState>,
@@ -59,13 +54,14 @@ pub struct PreadBackend {
 }
 
 impl PreadBackend {
-    /// A backend with default limits and `reads_in_flight_max` (clamped to 1..=8192).
+    /// A backend with default limits and `reads_in_flight_max` (clamped to
+    /// 1..=[`READS_IN_FLIGHT_MAX`]).
     pub fn new(reads_in_flight_max: usize) -> PreadBackend {
         PreadBackend::with_config(PreadConfig::new(reads_in_flight_max))
     }
 
     pub fn with_config(mut config: PreadConfig) -> PreadBackend {
-        config.reads_in_flight_max = config.reads_in_flight_max.clamp(1, READS_IN_FLIGHT_LIMIT);
+        config.reads_in_flight_max = config.reads_in_flight_max.clamp(1, READS_IN_FLIGHT_MAX);
         let max = config.reads_in_flight_max;
         PreadBackend {
             config,
@@ -228,7 +224,10 @@ mod tests {
         let mut backend = PreadBackend::new(16);
         let opened = backend.open(&path, DirectIo::Prefer).expect("open");
         if !opened.direct {
-            eprintln!("skipped: {} refuses O_DIRECT", path.display());
+            test_support::facility_missing(
+                "disk-io::pread",
+                &format!("{} refuses O_DIRECT", path.display()),
+            );
             return;
         }
         // As if the alignment were unknown: reads reach the kernel unaligned, O_DIRECT set.

@@ -1,10 +1,13 @@
 //! [`UringBackend`]: one io_uring per disk, driven by the shard's thread, no async runtime.
 //!
 //! - **Ring.** Entries = the next power of two ≥ `reads_in_flight_max`; the CQ is twice that.
-//!   Flags, from the engine notes (§0.3): `SINGLE_ISSUER | DEFER_TASKRUN | COOP_TASKRUN |
-//!   TASKRUN_FLAG | SUBMIT_ALL | CQSIZE`, falling back to fewer flags when setup fails with
-//!   EINVAL (older kernels). NODROP and EXT_ARG are required. io-wq workers are capped
-//!   (`io_workers_max`). No SQPOLL, no IOPOLL, no registered files or buffers.
+//!   Flags: `SINGLE_ISSUER | DEFER_TASKRUN | COOP_TASKRUN | TASKRUN_FLAG | SUBMIT_ALL |
+//!   CQSIZE`: one thread owns the ring, and the kernel runs completion work when that thread
+//!   enters the ring instead of interrupting it (TASKRUN_FLAG shows when work waits). Setup
+//!   falls back to fewer flags when it fails with EINVAL (older kernels). NODROP and EXT_ARG
+//!   are required. io-wq workers are capped (`io_workers_max`). No SQPOLL (a polling thread
+//!   per ring costs a core), no IOPOLL (disks and virtio do not support it), no registered
+//!   files or buffers.
 //! - **In-flight table.** A slab indexed by `user_data` (slot index, generation) owns each read
 //!   and its buffer from `push` until its last CQE. Nothing else can reach the buffer while the
 //!   kernel may write it: not the caller (who gets it only in a completion), not the pool (it
@@ -44,18 +47,16 @@ use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::buffer::BufferPool;
 use crate::file::{FallbackLog, FileState, ReadPlan, ReadProgress, Step};
-use crate::pread::{
-    buffer_bytes_max, missing, next_file_id, BUFFER_POOL_BYTES_MAX_DEFAULT, READS_IN_FLIGHT_LIMIT,
-    READ_BYTES_MAX_DEFAULT, READ_RETRIES_MAX_DEFAULT,
+use crate::limits::{
+    BUFFER_POOL_BYTES_MAX_DEFAULT, DROP_WAIT_MAX_DEFAULT, IO_WORKERS_MAX_DEFAULT,
+    READS_IN_FLIGHT_MAX, READ_BYTES_MAX_DEFAULT, READ_RETRIES_MAX_DEFAULT, WAIT_MAX,
 };
+use crate::pread::{buffer_bytes_max, missing, next_file_id};
 use crate::{Backend, Buffer, Completion, DirectIo, FileId, Full, IoError, OpenedFile, ReadOp};
 
 /// `user_data` of the cancel SQE `drop` sends; read slots are below 2^32 (index) with a
-/// generation above, and never reach this value (indices stay below `READS_IN_FLIGHT_LIMIT`).
+/// generation above, and never reach this value (indices stay below `READS_IN_FLIGHT_MAX`).
 const USER_DATA_CANCEL: u64 = u64::MAX;
-
-/// Longest single wait in `submit_and_wait`: longer timeouts return early (callers loop).
-const WAIT_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// Longest single wait while dropping, so the wait budget is checked between waits.
 const DROP_WAIT_SLICE: Duration = Duration::from_millis(100);
@@ -73,7 +74,7 @@ pub fn leaked_buffer_bytes() -> u64 {
 /// Limits and knobs of a [`UringBackend`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UringConfig {
-    /// Reads pushed and not yet drained (1..=8192); also sizes the ring.
+    /// Reads pushed and not yet drained (1..=[`READS_IN_FLIGHT_MAX`]); also sizes the ring.
     pub reads_in_flight_max: usize,
     /// Largest `ReadOp::len`; longer reads complete with `IoError::Os(EINVAL)`.
     pub read_bytes_max: u32,
@@ -96,8 +97,8 @@ impl UringConfig {
             read_bytes_max: READ_BYTES_MAX_DEFAULT,
             buffer_pool_bytes_max: BUFFER_POOL_BYTES_MAX_DEFAULT,
             read_retries_max: READ_RETRIES_MAX_DEFAULT,
-            io_workers_max: reads_in_flight_max.clamp(1, 16) as u32,
-            drop_wait_max: Duration::from_secs(10),
+            io_workers_max: reads_in_flight_max.clamp(1, IO_WORKERS_MAX_DEFAULT as usize) as u32,
+            drop_wait_max: DROP_WAIT_MAX_DEFAULT,
         }
     }
 }
@@ -197,20 +198,20 @@ pub struct UringBackend {
 }
 
 impl UringBackend {
-    /// A backend with default limits and `reads_in_flight_max` (1..=8192).
+    /// A backend with default limits and `reads_in_flight_max` (1..=[`READS_IN_FLIGHT_MAX`]).
     pub fn new(reads_in_flight_max: usize) -> io::Result<UringBackend> {
         UringBackend::with_config(UringConfig::new(reads_in_flight_max))
     }
 
     pub fn with_config(config: UringConfig) -> io::Result<UringBackend> {
         let max = config.reads_in_flight_max;
-        if !(1..=READS_IN_FLIGHT_LIMIT).contains(&max) {
+        if !(1..=READS_IN_FLIGHT_MAX).contains(&max) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("reads_in_flight_max {max} not in 1..={READS_IN_FLIGHT_LIMIT}"),
+                format!("reads_in_flight_max {max} not in 1..={READS_IN_FLIGHT_MAX}"),
             ));
         }
-        let entries = u32::try_from(max).expect("max <= READS_IN_FLIGHT_LIMIT").next_power_of_two();
+        let entries = u32::try_from(max).expect("max <= READS_IN_FLIGHT_MAX").next_power_of_two();
         let (ring, flags) = build_ring(entries)?;
         let params = ring.params();
         if !params.is_feature_nodrop() || !params.is_feature_ext_arg() {
@@ -324,7 +325,9 @@ impl UringBackend {
         let done = op.progress.done_bytes as usize;
         let remaining = op.progress.remaining_bytes();
         assert!(remaining > 0 && done + remaining as usize <= op.buffer.capacity());
-        let target = op.buffer.as_mut_ptr().wrapping_add(done);
+        // One SQE per read in the kernel at a time: `lend_to_kernel` asserts the buffer is not
+        // lent already (a resubmission comes after `handle_cqe` reclaimed it).
+        let target = op.buffer.lend_to_kernel().wrapping_add(done);
         let entry = opcode::Read::new(types::Fd(file.file.as_raw_fd()), target, remaining)
             .offset(op.progress.next_offset())
             .build()
@@ -334,9 +337,11 @@ impl UringBackend {
         // allocation (asserted above), and the fd. Both stay valid until the read's CQE:
         // - the buffer is owned by `op` in `self.slots`, whose heap bytes do not move; it
         //   leaves the table only in `finish`, which runs for this slot only on this read's
-        //   CQE (matched by `user_data` with the slot's generation); nothing reads or writes
-        //   the bytes meanwhile; `Drop` waits for all CQEs and leaks the buffers of reads it
-        //   could not wait for;
+        //   CQE (matched by `user_data` with the slot's generation); nothing makes a reference
+        //   to the bytes meanwhile: the buffer is marked lent (above) until `handle_cqe`
+        //   reclaims it on that CQE, and every slice of a lent buffer panics (only `capacity`,
+        //   from the layout, is asked of it); `Drop` waits for all CQEs and leaks the buffers
+        //   of reads it could not wait for;
         // - the fd is owned by `self.files`, and `close` and `finish` drop a file only when
         //   its `reads_in_table` is 0, which counts this read until its CQE.
         let pushed = unsafe { self.ring.submission().push(&entry) };
@@ -364,6 +369,10 @@ impl UringBackend {
         let slot = self.slots.get_mut(index as usize).expect("CQE for an existing slot");
         assert_eq!(slot.generation, generation, "CQE for read {index} of an earlier generation");
         let op = slot.op.as_mut().expect("CQE for an occupied slot");
+        // SAFETY: this is the CQE of the one SQE the buffer was lent to (`queue_read` lends it
+        // once per SQE and `user_data` matched this slot and generation, asserted above), and a
+        // read has no CQE after its first: the kernel is done with the bytes.
+        unsafe { op.buffer.reclaim_from_kernel() };
         let file = &mut self.files.get_mut(&op.file).expect("file of a read in the table").state;
         let result = if result >= 0 { Ok(result as u32) } else { Err(-result) };
         match op.progress.step(file, result, self.config.read_retries_max) {
@@ -398,6 +407,7 @@ impl UringBackend {
             self.files.remove(&op.file); // closes the fd: none of its reads is in the kernel now
         }
         let mut buffer = op.buffer;
+        assert!(!buffer.is_lent(), "a read leaves the table after its CQE");
         let result = match result {
             Ok(()) => {
                 let (start, end) = op.progress.window();
@@ -546,7 +556,8 @@ impl Drop for UringBackend {
         }
         let started = Instant::now();
         // Queued SQEs go in first, then one cancel for everything (kernel 5.19+; best effort:
-        // block-layer reads are not cancellable, engine notes §A.2).
+        // a read already held in the block layer cannot be cancelled, see
+        // docs/reliability.md, "Stuck reads are not cancelled").
         let _ = self.ring.submit();
         let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
@@ -578,6 +589,8 @@ impl Drop for UringBackend {
         let mut leaked_bytes = 0;
         for slot in &mut self.slots {
             if let Some(op) = slot.op.take() {
+                // Lent to the kernel: only its size is read (from the layout, no slice).
+                debug_assert!(op.buffer.is_lent(), "a read in the table has its SQE out");
                 leaked_bytes += op.buffer.capacity();
                 // The kernel may still write this buffer: it must never be freed or reused.
                 std::mem::forget(op.buffer);
@@ -607,7 +620,10 @@ mod tests {
         let mut backend = UringBackend::new(16).expect("ring");
         let opened = backend.open(&path, DirectIo::Prefer).expect("open");
         if !opened.direct {
-            eprintln!("skipped: {} refuses O_DIRECT", path.display());
+            test_support::facility_missing(
+                "disk-io::uring",
+                &format!("{} refuses O_DIRECT", path.display()),
+            );
             return;
         }
         // As if the alignment were unknown: reads reach the kernel unaligned, O_DIRECT set.
@@ -632,6 +648,31 @@ mod tests {
         }
         assert_eq!(backend.direct_fallbacks(), 1);
         assert!(!backend.files.get_mut(&opened.id).expect("open").state.direct);
+        std::fs::remove_file(&path).expect("rm");
+    }
+
+    /// The stuck-disk path of `drop`, without a stuck disk: with no time to wait, `drop` gives
+    /// up on every read in the table at once, each buffer still lent to the kernel. It counts
+    /// and leaks them; counting asks only their size (a slice of a lent buffer panics, so this
+    /// fails if `Buffer::capacity` makes one).
+    #[test]
+    fn drop_that_cannot_wait_counts_and_leaks_lent_buffers() {
+        let content = vec![0x5Au8; 1 << 20];
+        let path = crate::file::scratch("uring-drop-now", &content);
+        let config = UringConfig { drop_wait_max: Duration::ZERO, ..UringConfig::new(8) };
+        let mut backend = UringBackend::with_config(config).expect("ring");
+        let opened = backend.open(&path, DirectIo::Off).expect("open");
+        for i in 0..8u64 {
+            let op = ReadOp { tag: i, file: opened.id, offset: i * 100_000, len: 5000 };
+            backend.push(op).expect("room");
+        }
+        // Queued in the SQ, not submitted: `drop` submits them and gives up at once.
+        let ops = backend.slots.iter().filter_map(|s| s.op.as_ref());
+        assert_eq!(ops.filter(|op| op.buffer.is_lent()).count(), 8);
+        let leaked_before = leaked_buffer_bytes();
+        drop(backend);
+        // 8 buffers of the 8 KiB class. Other tests of this binary may leak too, never less.
+        assert!(leaked_buffer_bytes() - leaked_before >= 8 * 8192);
         std::fs::remove_file(&path).expect("rm");
     }
 }

@@ -1,7 +1,8 @@
 //! Both backends on the real kernel: random reads equal the file's bytes, with O_DIRECT and
 //! buffered; the in-flight limit; O_DIRECT fallbacks; close and drop with reads in flight.
 //!
-//! io_uring is required: a kernel without it fails these tests loudly (style P13: no ignore).
+//! io_uring is required: a kernel without it fails these tests loudly (they are never
+//! `#[ignore]`d, so they cannot be forgotten).
 
 mod common;
 
@@ -211,7 +212,7 @@ fn uring_reads_procfs_buffered_and_counts_it() {
 fn check_tmpfs<B: Backend>(mut backend: B, name: &str) {
     let shm = Path::new("/dev/shm");
     if !shm.is_dir() {
-        eprintln!("no /dev/shm: skipped");
+        test_support::facility_missing("backends::tmpfs", "no /dev/shm");
         return;
     }
     let file = TestFile::new(shm, name, 200_000, 12);

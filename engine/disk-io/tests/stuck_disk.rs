@@ -1,11 +1,14 @@
-//! A stuck disk on the real kernel: a loop device throttled to 1 byte/s by cgroup-v1 blkio
-//! (engine notes §D.2). Its reads never finish until released, and cannot be cancelled.
+//! A stuck disk on the real kernel: a loop device (`losetup --direct-io=on`) whose reads this
+//! thread's cgroup-v1 blkio group throttles to 1 byte/s (`blkio.throttle.read_bps_device`). A
+//! 4 KiB read is then held in the block layer until the limit is lifted (a limit of 0 releases
+//! it), and cannot be cancelled meanwhile.
 //!
 //! Checks: the caller stops waiting (timeout) while the read stays owned by the backend; other
 //! files keep working; `close` holds the fd; `drop` gives up after `drop_wait_max` and leaks the
 //! buffer instead of freeing memory the kernel will write later; the late write lands harmlessly.
 //!
-//! Needs root, `/dev/loop-control`, `losetup` and `/sys/fs/cgroup/blkio`; skipped otherwise.
+//! Needs root, `/dev/loop-control`, `losetup` and `/sys/fs/cgroup/blkio`; skipped otherwise (a failure under
+//! `HARVESTER_REQUIRE_FACILITIES=1`, as in CI).
 
 mod common;
 
@@ -102,14 +105,17 @@ fn available() -> bool {
 #[test]
 fn a_stuck_read_is_owned_until_its_cqe_and_drop_leaks_it() {
     if !available() {
-        eprintln!("skipped: needs root, loop devices and cgroup-v1 blkio");
+        test_support::facility_missing(
+            "stuck_disk",
+            "needs root, loop devices and cgroup-v1 blkio",
+        );
         return;
     }
     let dir = scratch_dir();
     let healthy = TestFile::new(&dir, "stuck-healthy", 1 << 20, 30);
     let Some(device) = LoopDevice::attach(TestFile::new(&dir, "stuck-backing", 16 << 20, 31))
     else {
-        eprintln!("skipped: no free loop device");
+        test_support::facility_missing("stuck_disk", "no free loop device");
         return;
     };
     let mut config = UringConfig::new(8);
@@ -120,7 +126,7 @@ fn a_stuck_read_is_owned_until_its_cqe_and_drop_leaks_it() {
     assert!(stuck.direct, "{stuck:?}");
 
     let Some(throttle) = Throttle::stick(&device.major_minor) else {
-        eprintln!("skipped: cannot create a blkio cgroup");
+        test_support::facility_missing("stuck_disk", "cannot create a blkio cgroup");
         return;
     };
     backend.push(ReadOp { tag: 1, file: stuck.id, offset: 1 << 20, len: 4096 }).expect("room");

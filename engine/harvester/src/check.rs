@@ -1,5 +1,10 @@
 //! `harvester check`: like `chia plots check`. For each plot: the header, the keys in the memo
 //! against the plot id, N challenges looked up, every proof fetched and verified.
+//!
+//! The plots are found by the daemon's folder walk (`harvester::plots::scan`): folders
+//! recursively, symbolic links followed, each folder and each file once (by device and inode),
+//! within the walk's depth and entry limits. Paths that cannot be read, and a walk cut short by
+//! a limit, are reported after the plots and make the check fail like a bad plot.
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -12,7 +17,9 @@ use plot_format::keys::{self, PoolKind};
 use plot_format::{Goal, HeaderKind, Mode};
 use sha2::{Digest, Sha256};
 
-use crate::plot_file::{discover, PlotFile};
+use crate::plot_file::PlotFile;
+use harvester::limits::SCAN_DEPTH_MAX;
+use harvester::plots::scan::{walk, WalkOptions};
 use harvester::plots::{KeysFileEntries, KeysFileEntry};
 
 /// The result of checking one plot: a report, and whether the plot is bad.
@@ -32,9 +39,29 @@ pub(crate) fn run(
         .map(KeysFileEntries::load)
         .transpose()
         .map_err(|e| format!("--keys-file: {e}"))?;
-    let files = discover(paths).map_err(|e| e.to_string())?;
-    if files.is_empty() {
+    let options = WalkOptions::tools();
+    let scan = walk(paths, options);
+    let files: Vec<PathBuf> = scan.files.into_iter().map(|f| f.path).collect();
+    if files.is_empty() && scan.problems.is_empty() {
         return Err("no plot files found".into());
+    }
+    // Paths the walk could not read or did not reach: the check did not see every plot.
+    let mut unchecked: Vec<String> = scan
+        .problems
+        .iter()
+        .map(|(path, reason)| format!("{}: {reason}", path.display()))
+        .collect();
+    if scan.entries_capped {
+        unchecked.push(format!(
+            "the walk stopped after {} folder entries: plots past them were not checked",
+            options.entries_max
+        ));
+    }
+    if scan.depth_capped {
+        unchecked.push(format!(
+            "folders more than {SCAN_DEPTH_MAX} deep were not walked: plots in them were not \
+             checked"
+        ));
     }
     let progress = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(files.len() as u64);
@@ -85,7 +112,14 @@ pub(crate) fn run(
     for path in &bad {
         println!("  bad: {}", path.display());
     }
-    Ok(if bad.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    if !unchecked.is_empty() {
+        println!("{} problems finding plots:", unchecked.len());
+        for problem in &unchecked {
+            println!("  unchecked: {problem}");
+        }
+    }
+    let failed = !bad.is_empty() || !unchecked.is_empty();
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 /// The challenges `check` uses: SHA-256 of the 4-byte big-endian counter, mixed with the plot

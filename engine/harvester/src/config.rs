@@ -7,6 +7,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::limits::{
+    CHALLENGES_IN_FLIGHT_MAX, CHALLENGES_REMEMBERED_MAX, DURATION_SECONDS_MAX, EVENTS_QUEUED_MAX,
+    FRAME_BYTES_MAX, FRAME_BYTES_MIN, JOBS_QUEUED_MAX, LOOKUPS_ACTIVE_MAX, OPEN_THREADS_MAX,
+    PLOTS_MAX, POOL_KEYS_MAX, PROOF_JOBS_QUEUED_MAX, QUALITIES_MAX, READS_IN_FLIGHT_MAX,
+    RETRY_QUARANTINED_AFTER_SECONDS_MAX, SHARDS_PER_DISK_MAX, SIGNATURES_IN_FLIGHT_MAX,
+};
+
 /// Why a configuration cannot be used; always names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -309,38 +316,65 @@ impl Config {
             ("protocol.quality_ttl_seconds", self.protocol.quality_ttl_seconds),
         ];
         for (key, v) in secs {
-            // Under a day keeps every conversion to Duration far from overflow.
-            if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
-                return Err(bad(key, format!("{v}: must be a number of seconds in (0, 86400]")));
+            if !(v.is_finite() && v > 0.0 && v <= DURATION_SECONDS_MAX) {
+                return Err(bad(
+                    key,
+                    format!("{v}: must be a number of seconds in (0, {DURATION_SECONDS_MAX}]"),
+                ));
             }
         }
         let retry = self.plots.retry_quarantined_after_seconds;
-        if !(retry.is_finite() && (0.0..=31_536_000.0).contains(&retry)) {
-            return Err(bad("plots.retry_quarantined_after_seconds", format!("{retry}")));
+        if !(retry.is_finite() && (0.0..=RETRY_QUARANTINED_AFTER_SECONDS_MAX).contains(&retry)) {
+            return Err(bad(
+                "plots.retry_quarantined_after_seconds",
+                format!(
+                    "{retry}: must be a number of seconds in \
+                     [0, {RETRY_QUARANTINED_AFTER_SECONDS_MAX}]"
+                ),
+            ));
         }
-        let counts: [(&'static str, usize, usize); 11] = [
-            ("plots.open_threads", self.plots.open_threads, 256),
-            ("plots.plots_max", self.plots.plots_max, 10_000_000),
-            ("engine.reads_in_flight_max", self.engine.reads_in_flight_max, 4096),
-            ("engine.shards_per_disk", self.engine.shards_per_disk, 64),
-            ("engine.lookups_active_max", self.engine.lookups_active_max, 1 << 20),
-            ("engine.jobs_queued_max", self.engine.jobs_queued_max, 1 << 20),
-            ("engine.proof_jobs_queued_max", self.engine.proof_jobs_queued_max, 1 << 20),
-            ("engine.events_queued_max", self.engine.events_queued_max, 1 << 24),
-            ("protocol.challenges_in_flight_max", self.protocol.challenges_in_flight_max, 4096),
-            ("protocol.qualities_max", self.protocol.qualities_max, 1 << 26),
-            ("protocol.signatures_in_flight_max", self.protocol.signatures_in_flight_max, 65536),
+        let counts: [(&'static str, usize, usize); 13] = [
+            ("plots.open_threads", self.plots.open_threads, OPEN_THREADS_MAX),
+            ("plots.plots_max", self.plots.plots_max, PLOTS_MAX),
+            ("engine.reads_in_flight_max", self.engine.reads_in_flight_max, READS_IN_FLIGHT_MAX),
+            ("engine.shards_per_disk", self.engine.shards_per_disk, SHARDS_PER_DISK_MAX),
+            ("engine.lookups_active_max", self.engine.lookups_active_max, LOOKUPS_ACTIVE_MAX),
+            ("engine.jobs_queued_max", self.engine.jobs_queued_max, JOBS_QUEUED_MAX),
+            (
+                "engine.proof_jobs_queued_max",
+                self.engine.proof_jobs_queued_max,
+                PROOF_JOBS_QUEUED_MAX,
+            ),
+            ("engine.events_queued_max", self.engine.events_queued_max, EVENTS_QUEUED_MAX),
+            ("protocol.pool_keys_max", self.protocol.pool_keys_max as usize, POOL_KEYS_MAX),
+            (
+                "protocol.challenges_in_flight_max",
+                self.protocol.challenges_in_flight_max,
+                CHALLENGES_IN_FLIGHT_MAX,
+            ),
+            (
+                "protocol.challenges_remembered_max",
+                self.protocol.challenges_remembered_max,
+                CHALLENGES_REMEMBERED_MAX,
+            ),
+            ("protocol.qualities_max", self.protocol.qualities_max, QUALITIES_MAX),
+            (
+                "protocol.signatures_in_flight_max",
+                self.protocol.signatures_in_flight_max,
+                SIGNATURES_IN_FLIGHT_MAX,
+            ),
         ];
         for (key, v, max) in counts {
             if v == 0 || v > max {
                 return Err(bad(key, format!("{v}: must be in 1..={max}")));
             }
         }
-        if self.protocol.frame_bytes_max < 1024 || self.protocol.frame_bytes_max > 64 << 20 {
-            return Err(bad("protocol.frame_bytes_max", "must be in 1024..=64 MiB".into()));
-        }
-        if self.protocol.pool_keys_max == 0 || self.protocol.challenges_remembered_max == 0 {
-            return Err(bad("protocol", "limits must be at least 1".into()));
+        let frame = self.protocol.frame_bytes_max;
+        if !(FRAME_BYTES_MIN..=FRAME_BYTES_MAX).contains(&frame) {
+            return Err(bad(
+                "protocol.frame_bytes_max",
+                format!("{frame}: must be in {FRAME_BYTES_MIN}..={FRAME_BYTES_MAX}"),
+            ));
         }
         if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
             return Err(bad("metrics.listen", format!("{:?}: not ip:port", self.metrics.listen)));
@@ -418,5 +452,120 @@ mod tests {
         assert!(e.to_string().contains("reads_in_flight_max"), "{e}");
         let e = Config::parse("[metrics]\nlisten = \"nope\"\n", Path::new("h.toml")).unwrap_err();
         assert!(e.to_string().contains("metrics.listen"), "{e}");
+    }
+
+    /// `key = value` in `[section]` alone: `Ok` or the error's text.
+    fn parse_one(section: &str, key: &str, value: &str) -> Result<Config, String> {
+        let text = format!("[{section}]\n{key} = {value}\n");
+        Config::parse(&text, Path::new("h.toml")).map_err(|e| e.to_string())
+    }
+
+    /// The limited counts: section, key, and the largest value (from `limits`).
+    fn count_limits() -> [(&'static str, &'static str, u64); 14] {
+        use crate::limits::*;
+        [
+            ("plots", "open_threads", OPEN_THREADS_MAX as u64),
+            ("plots", "plots_max", PLOTS_MAX as u64),
+            ("engine", "reads_in_flight_max", READS_IN_FLIGHT_MAX as u64),
+            ("engine", "shards_per_disk", SHARDS_PER_DISK_MAX as u64),
+            ("engine", "lookups_active_max", LOOKUPS_ACTIVE_MAX as u64),
+            ("engine", "jobs_queued_max", JOBS_QUEUED_MAX as u64),
+            ("engine", "proof_jobs_queued_max", PROOF_JOBS_QUEUED_MAX as u64),
+            ("engine", "events_queued_max", EVENTS_QUEUED_MAX as u64),
+            ("protocol", "frame_bytes_max", u64::from(FRAME_BYTES_MAX)),
+            ("protocol", "pool_keys_max", POOL_KEYS_MAX as u64),
+            ("protocol", "challenges_in_flight_max", CHALLENGES_IN_FLIGHT_MAX as u64),
+            ("protocol", "challenges_remembered_max", CHALLENGES_REMEMBERED_MAX as u64),
+            ("protocol", "qualities_max", QUALITIES_MAX as u64),
+            ("protocol", "signatures_in_flight_max", SIGNATURES_IN_FLIGHT_MAX as u64),
+        ]
+    }
+
+    fn count_low(key: &str) -> u64 {
+        if key == "frame_bytes_max" {
+            u64::from(crate::limits::FRAME_BYTES_MIN)
+        } else {
+            1
+        }
+    }
+
+    /// Every limited count is accepted from 1 up to exactly its constant in `limits`, and
+    /// refused at 0 and one above, with a message naming the key and the constant's value.
+    #[test]
+    fn counts_are_accepted_up_to_their_limit_and_refused_above() {
+        for (section, key, max) in count_limits() {
+            let low = count_low(key);
+            for ok in [low, max] {
+                let parsed = parse_one(section, key, &ok.to_string());
+                assert!(parsed.is_ok(), "{section}.{key} = {ok}: {}", parsed.unwrap_err());
+            }
+            for refused in [low - 1, max + 1] {
+                let e = parse_one(section, key, &refused.to_string()).unwrap_err();
+                assert!(e.contains(&format!("{section}.{key}: {refused}: must be in")), "{e}");
+                assert!(e.contains(&format!("{low}..={max}")), "{e}");
+            }
+        }
+    }
+
+    /// Every duration is accepted up to exactly its constant in `limits` and refused above.
+    #[test]
+    fn durations_are_accepted_up_to_their_limit_and_refused_above() {
+        use crate::limits::{DURATION_SECONDS_MAX, RETRY_QUARANTINED_AFTER_SECONDS_MAX};
+        let mut limits: Vec<(&str, &str, f64)> = [
+            ("protocol", "frame_read_timeout_seconds"),
+            ("farmer", "reconnect_initial_seconds"),
+            ("farmer", "reconnect_max_seconds"),
+            ("farmer", "connect_timeout_seconds"),
+            ("farmer", "write_timeout_seconds"),
+            ("plots", "refresh_interval_seconds"),
+            ("engine", "lookup_deadline_seconds"),
+            ("engine", "proof_deadline_seconds"),
+            ("engine", "read_stuck_after_seconds"),
+            ("protocol", "quality_ttl_seconds"),
+        ]
+        .into_iter()
+        .map(|(section, key)| (section, key, DURATION_SECONDS_MAX))
+        .collect();
+        limits.push((
+            "plots",
+            "retry_quarantined_after_seconds",
+            RETRY_QUARANTINED_AFTER_SECONDS_MAX,
+        ));
+        for (section, key, max) in limits {
+            let parsed = parse_one(section, key, &format!("{max:?}"));
+            assert!(parsed.is_ok(), "{section}.{key} = {max}: {}", parsed.unwrap_err());
+            let e = parse_one(section, key, &format!("{:?}", max + 1.0)).unwrap_err();
+            assert!(e.contains(&format!("{section}.{key}: {}", max + 1.0)), "{e}");
+            assert!(e.contains(&format!("{max}]")), "{e}");
+        }
+    }
+
+    /// `docs/configuration.md` gives each limit's range as `limits` has it.
+    #[test]
+    fn the_documented_limits_are_the_constants() {
+        use crate::limits::{DURATION_SECONDS_MAX, RETRY_QUARANTINED_AFTER_SECONDS_MAX};
+        let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+        let doc = std::fs::read_to_string(&doc).expect("docs/configuration.md");
+        // A key's line and the comment lines under it.
+        let entry = |key: &str| -> String {
+            let start = doc.find(&format!("\n{key} = ")).unwrap_or_else(|| panic!("{key}"));
+            let lines = doc[start + 1..].lines();
+            let mut text = String::new();
+            for (i, line) in lines.enumerate() {
+                if i > 0 && !line.starts_with(' ') {
+                    break;
+                }
+                text.push_str(line);
+                text.push('\n');
+            }
+            text
+        };
+        for (_, key, max) in count_limits() {
+            let range = format!("{}..={max}", count_low(key));
+            assert!(entry(key).contains(&range), "{key}: {range} not in {}", entry(key));
+        }
+        assert!(doc.contains(&format!("(0, {DURATION_SECONDS_MAX}]")));
+        let retry = entry("retry_quarantined_after_seconds");
+        assert!(retry.contains(&format!("[0, {RETRY_QUARANTINED_AFTER_SECONDS_MAX}]")), "{retry}");
     }
 }

@@ -28,12 +28,11 @@ use shard::{
 use tokio::sync::mpsc;
 
 use crate::config::{seconds, BackendKind, EngineConfig, LookupMode};
+use crate::limits::DISKS_MAX;
 use crate::plots::{Added, PlotInfo};
 
 /// Shard command queue length (jobs and plot changes waiting for the shard thread).
 const SHARD_COMMANDS_MAX: usize = 4096;
-/// Shards served at most (disks x `shards_per_disk`).
-pub const DISKS_MAX: usize = 1024;
 
 /// What a connection hears back about one of its jobs. `tag` is the connection's own name for
 /// the job; `info` is the plot as the registry snapshot of the job knew it.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod connection;
 pub mod daemon;
 pub mod engine;
+pub mod limits;
 pub mod plots;
 pub mod telemetry;
 pub mod tls;

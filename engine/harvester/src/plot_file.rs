@@ -71,30 +71,3 @@ fn read_at(file: &File, request: ReadRequest, buf: &mut Vec<u8>) -> std::io::Res
     buf.resize(request.len as usize, 0);
     file.read_exact_at(buf, request.offset)
 }
-
-/// Every `.plot` (and, to report them, `.plot2`) file under `paths`, recursively, sorted.
-pub(crate) fn discover(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            walk(path, &mut out)?;
-        } else {
-            out.push(path.clone());
-        }
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "plot" || e == "plot2") {
-            out.push(path);
-        }
-    }
-    Ok(())
-}

@@ -7,7 +7,7 @@
 //! need: the daemon runs it on a background thread and applies the returned [`Refresh`] (new
 //! plots to hand to their shards, keys to remove).
 //!
-//! What Chia's PlotManager gets wrong and this one does not (`docs/protocol-notes.md` §8, §9):
+//! What Chia's PlotManager gets wrong and this one does not (numbers: chia-blockchain issues):
 //! duplicates are found by plot id, not by file name (#1288, #8562); the served copy is stable
 //! and another copy takes over at the next refresh when it goes; unchanged files are never
 //! reopened (#10668, #13084); a refresh holds nothing the lookups wait on (#9700); every
@@ -28,7 +28,7 @@
 //! `retry_quarantined_after` (`.plot2` files only when they change).
 
 mod keys_file;
-mod scan;
+pub mod scan;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -46,19 +46,10 @@ use plot_format::Plot;
 use shard::PlotKey;
 use tracing::{debug, info, warn};
 
+use crate::limits::{scan_entries_max, FOLDERS_MAX, OPEN_THREADS_MAX, PLOTS_MAX, SCAN_DEPTH_MAX};
 use keys_file::KeysFile;
-use scan::{FileKind, Identity, ScannedFile};
+use scan::{FileKind, Identity, ScannedFile, WalkOptions};
 
-/// Most header-opening threads.
-pub const OPEN_THREADS_MAX: usize = 1024;
-/// Largest `plots_max` accepted.
-pub const PLOTS_MAX_LIMIT: usize = 10_000_000;
-/// Most plot folders.
-pub const FOLDERS_MAX: usize = 100_000;
-/// Folder entries looked at per refresh, per plot of `plots_max` (other files share folders).
-const SCAN_ENTRIES_PER_PLOT: usize = 16;
-/// Folder entries looked at per refresh, at least.
-const SCAN_ENTRIES_MIN: usize = 1 << 20;
 /// The disk name of files whose disk could not be found.
 pub const DISK_UNKNOWN: &str = "unknown";
 /// Why `.plot2` files are listed but never opened.
@@ -94,7 +85,8 @@ pub struct DiskOverride {
 pub struct PlotsConfig {
     /// Plot folders, walked in this order.
     pub folders: Vec<PathBuf>,
-    /// Walk subfolders too (following symlinks, each folder once, at most 64 deep).
+    /// Walk subfolders too (following symlinks, each folder once, at most
+    /// [`SCAN_DEPTH_MAX`] deep).
     pub recursive: bool,
     /// The keys file of original-design plots (see the `keys_file` module).
     pub keys_file: Option<PathBuf>,
@@ -330,7 +322,8 @@ impl PlotManager {
     /// with a progress bar on stderr when `progress`. Blocks on the file system only.
     pub fn refresh(&mut self, progress: bool) -> Refresh {
         let start = Instant::now();
-        let scan = scan::scan(&self.config.folders, self.config.recursive, self.scan_entries_max());
+        let options = WalkOptions::plot_folders(self.config.recursive, self.scan_entries_max());
+        let scan = scan::walk(&self.config.folders, options);
         let mut out = Refresh { scanned_files: scan.files.len(), ..Refresh::default() };
         for (path, reason) in scan.problems {
             warn!(path = %path.display(), "{reason}");
@@ -345,7 +338,7 @@ impl PlotManager {
         }
         if scan.depth_capped {
             warn!(
-                depth_max = scan::DEPTH_MAX,
+                depth_max = SCAN_DEPTH_MAX,
                 "plot folders nest too deep: deeper ones are ignored"
             );
         }
@@ -515,7 +508,7 @@ impl PlotManager {
     }
 
     fn scan_entries_max(&self) -> usize {
-        self.config.plots_max.saturating_mul(SCAN_ENTRIES_PER_PLOT).max(SCAN_ENTRIES_MIN)
+        scan_entries_max(self.config.plots_max)
     }
 
     fn state(&self, entry: &Entry) -> PlotState {
@@ -636,8 +629,8 @@ fn validate(config: &PlotsConfig) -> Result<(), PlotsError> {
     if !(1..=OPEN_THREADS_MAX).contains(&config.open_threads) {
         return fail(format!("open_threads must be 1..={OPEN_THREADS_MAX}"));
     }
-    if !(1..=PLOTS_MAX_LIMIT).contains(&config.plots_max) {
-        return fail(format!("plots_max must be 1..={PLOTS_MAX_LIMIT}"));
+    if !(1..=PLOTS_MAX).contains(&config.plots_max) {
+        return fail(format!("plots_max must be 1..={PLOTS_MAX}"));
     }
     if config.folders.len() > FOLDERS_MAX {
         return fail(format!("more than {FOLDERS_MAX} plot folders"));
@@ -908,7 +901,7 @@ pub struct KeysFileEntry {
 
 impl KeysFileEntries {
     pub fn load(path: &Path) -> Result<KeysFileEntries, PlotsError> {
-        KeysFile::load(path, PLOTS_MAX_LIMIT).map(KeysFileEntries)
+        KeysFile::load(path, PLOTS_MAX).map(KeysFileEntries)
     }
 
     /// The entry for the plot at `path` (by absolute path, then by file name).

@@ -241,3 +241,49 @@ fn check_takes_the_plot_directories_of_a_chia_root() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("plot_directories"), "{err}");
 }
+
+/// A folder holding one plot and a link to its parent (issue 11): `check` checks the plot once.
+/// It walks as the daemon does, each folder and each file once (by device and inode), so
+/// neither the link nor naming the plot again checks it twice (the tools' own walk followed
+/// the link until the kernel's 40-link limit: 41 checks of one plot).
+#[test]
+fn check_checks_a_plot_once_through_a_link_to_its_parent() {
+    let dir = scratch("link-to-parent");
+    let folder = dir.join("plots");
+    std::fs::create_dir_all(&folder).expect("plot folder");
+    std::os::unix::fs::symlink(fixtures().join("plots/k18-og-a.plot"), folder.join("a.plot"))
+        .expect("link to a plot");
+    std::os::unix::fs::symlink("..", folder.join("up")).expect("link to the parent");
+    let out = harvester()
+        .arg("check")
+        .arg(&folder)
+        .arg(folder.join("up/plots/a.plot"))
+        .args(["--challenges", "2"])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("1 plots checked: 1 good, 0 bad"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("OK")).count(), 1, "{text}");
+}
+
+/// A path `check` cannot read fails the check, named with the reason, beside the plots it did
+/// check.
+#[test]
+fn check_fails_on_a_path_it_cannot_read() {
+    let missing = scratch("missing").join("missing.plot");
+    let out = harvester()
+        .arg("check")
+        .arg(fixtures().join("plots/k18-og-a.plot"))
+        .arg(&missing)
+        .args(["--challenges", "2"])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let _ = std::fs::remove_dir_all(missing.parent().expect("scratch dir"));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("1 plots checked: 1 good, 0 bad"), "{text}");
+    let line = format!("  unchecked: {}: cannot read: ", missing.display());
+    assert!(text.lines().any(|l| l.starts_with(&line)), "{text}");
+}

@@ -1,6 +1,6 @@
 //! Plot keys: the plot memo, Chia's key derivation, the plot public key, the plot id and the
-//! AugSchemeMPL signatures the harvester produces (`docs/plot-format.md` §17,
-//! `docs/protocol-notes.md` §7).
+//! AugSchemeMPL signatures the harvester produces (`docs/plot-format.md` §17, and
+//! `docs/protocol.md` section 12 for the signatures the farmer checks).
 //!
 //! * [`parse_memo`] splits the 128-byte (pool public key) or 112-byte (pool contract) memo and
 //!   validates its points and its secret key the way `G1Element.from_bytes` /

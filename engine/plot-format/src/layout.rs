@@ -84,7 +84,7 @@ impl Geometry {
 mod tests {
     use super::*;
 
-    /// The formulas of §6.1 evaluated independently (the table in the spec is derived from them).
+    /// The formulas of §6.1 evaluated independently (the table of §6.1 is derived from them).
     #[test]
     fn park_sizes_follow_the_formulas() {
         for k in K_MIN..=K_MAX {

@@ -174,7 +174,7 @@ fn cases() -> Vec<Case> {
     let r_minus_1 =
         hex::decode("73eda753299d7d483339d80809a1d80553bda402fffe5bfeffffffff00000000").unwrap();
     let mut v = vec![
-        // The protocol-notes vector seed (0x00..0x1f), other 32-byte seeds, longer seeds.
+        // The seed 0x00..0x1f (a common BLS test-vector seed), other 32-byte seeds, longer ones.
         seeded((0u8..32).collect()),
         seeded(vec![0xff; 32]),
         seeded((0u8..33).collect()),

@@ -270,8 +270,8 @@ fn cgroup_roots() -> Vec<CgRoot> {
     roots
 }
 
-/// Where read throttling works: cgroup-v1 blkio first (what this machine's notes use), else
-/// a cgroup-v2 hierarchy offering the `io` controller.
+/// Where read throttling works: cgroup-v1 blkio first (where our test machines bind the block
+/// controller), else a cgroup-v2 hierarchy offering the `io` controller.
 fn throttle_root() -> Result<CgRoot, String> {
     let roots = cgroup_roots();
     if let Some(v1) = roots.iter().find(|r| r.version == CgVersion::V1) {

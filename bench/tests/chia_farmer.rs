@@ -4,15 +4,14 @@
 //! chia's consensus code; the harvester under test dials the farmer from a fresh CHIA_ROOT made
 //! by `chia init`. Expected proofs come from chiapos and chia's formulas at run time.
 //!
-//! Signage points are random for every run (the seed is printed, and `CHIA_FARM_SEED` replays
-//! it). chia's own harvester runs the same harness as the baseline.
+//! Signage points, and two of the plots, are new for every run (the seed is printed, and
+//! `CHIA_FARM_SEED` replays it). chia's own harvester runs the same harness as the baseline.
 //!
 //! The runs take the whole machine (chia's farmer, our harvester, chiapos for the expected
 //! values), so they go one at a time.
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -21,23 +20,6 @@ use support::{harvester_bin, repo, TempDir};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// The chia venv's python: `CHIA_PYTHON`, else the one `scripts/chia-venv.sh` makes or finds.
-fn chia_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("CHIA_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let out = Command::new(repo().join("scripts/chia-venv.sh"))
-        .output()
-        .expect("run scripts/chia-venv.sh");
-    assert!(
-        out.status.success(),
-        "scripts/chia-venv.sh failed (chia-blockchain 2.7.5 is needed for these tests):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(stdout.lines().last().expect("the venv's python").trim())
-}
-
 /// Runs the harness with `args`; returns its report after checking that it passed.
 fn farm(name: &str, args: &[&str]) -> Value {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -45,7 +27,7 @@ fn farm(name: &str, args: &[&str]) -> Value {
     let report = dir.0.join("report.json");
     let seed = std::env::var("CHIA_FARM_SEED").unwrap_or_else(|_| "random".into());
     let bin = harvester_bin();
-    let mut cmd = Command::new(chia_python());
+    let mut cmd = Command::new(test_support::chia_python());
     cmd.arg(repo().join("scripts/chia_farm.py"))
         .args(["--json", report.to_str().expect("utf-8 path"), "--seed", &seed])
         .args(["--workdir", dir.0.to_str().expect("utf-8 path")])
@@ -99,6 +81,9 @@ fn chias_farmer_farms_with_our_harvester() {
             "8",
             "--add-remove-after",
             "16",
+            // Two plots made by chia's plotter for this run only.
+            "--fresh-plots",
+            "2",
         ],
     );
     assert!(total(&r, "expected") > 0, "the run expects proofs: {}", r["totals"]);

@@ -43,21 +43,28 @@ struct Farm {
 
 /// A chia root whose farmer is this test, served by a harvester process.
 async fn farm(name: &str) -> Farm {
+    farm_with(name, 18, |_| fixtures().join("plots")).await
+}
+
+/// A farm whose network's `MIN_PLOT_SIZE_V1` is `min_k`, with the plot folder `plots` makes
+/// in the farm's folder.
+async fn farm_with(name: &str, min_k: u8, plots: impl FnOnce(&Path) -> std::path::PathBuf) -> Farm {
     let dir = TempDir::new(name);
+    let plot_dir = plots(&dir.0);
     let certs = dir.0.join("certs");
     make_certs(&certs);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     std::fs::create_dir_all(dir.0.join("config")).expect("config dir");
     let yaml = format!(
-        "network_overrides: &o\n  constants:\n    mainnet:\n      MIN_PLOT_SIZE_V1: 18\n      \
+        "network_overrides: &o\n  constants:\n    mainnet:\n      MIN_PLOT_SIZE_V1: {min_k}\n      \
          NUMBER_ZERO_BITS_PLOT_FILTER_V1: 0\n      GENESIS_CHALLENGE: ccd5bb7118\n\
          selected_network: &n mainnet\nprivate_ssl_ca:\n  crt: certs/ca.crt\n\
          harvester:\n  network_overrides: *o\n  selected_network: *n\n  farmer_peers:\n    \
          - host: 127.0.0.1\n      port: {port}\n  plot_directories:\n    - {}\n  \
          plots_refresh_parameter:\n    batch_size: 4\n  ssl:\n    private_crt: \
          certs/harvester.crt\n    private_key: certs/harvester.key\n",
-        fixtures().join("plots").display()
+        plot_dir.display()
     );
     std::fs::write(dir.0.join("config/config.yaml"), yaml).expect("config.yaml");
     // No metrics endpoint (tests run side by side); quick re-dials.
@@ -389,4 +396,97 @@ async fn scripted_farmer_gets_every_message_answered() {
     assert_eq!(f.msg_type, msg::RESPOND_PLOTS);
     let r: RespondPlots = f.body().expect("respond_plots");
     assert_eq!(r.plots.len(), plots.len());
+}
+
+/// What the farmer's plot list says about each kind of file: a plot below the network's
+/// `MIN_PLOT_SIZE_V1`, a v2 plot, a truncated plot are invalid; a second file with a served
+/// plot's id is a duplicate; a plot whose pool key the farmer did not send has its keys
+/// missing; and a later `harvester_handshake` re-sorts them with a full sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plot_sync_sorts_every_kind_of_file() {
+    let farm = farm_with("chia-states", 19, |dir| {
+        let plots = dir.join("plots");
+        std::fs::create_dir_all(&plots).expect("plots dir");
+        let fx = fixtures().join("plots");
+        std::fs::hard_link(fx.join("k18-og-a.plot"), plots.join("small.plot")).expect("link");
+        std::fs::hard_link(fx.join("k19-og-a.plot"), plots.join("k19.plot")).expect("link");
+        std::fs::hard_link(fx.join("k19-og-a.plot"), plots.join("k19-copy.plot")).expect("link");
+        std::fs::write(plots.join("new.plot2"), b"v2").expect("plot2");
+        let bytes = std::fs::read(fx.join("k18-og-b.plot")).expect("read");
+        std::fs::write(plots.join("cut.plot"), &bytes[..bytes.len() / 3]).expect("cut");
+        plots
+    })
+    .await;
+    let mut ws = farm.accept().await;
+    handshake(&mut ws, "0.0.38", "mainnet").await;
+    send(&mut ws, msg::HARVESTER_HANDSHAKE, None, &keys_message(&farm)).await;
+    let lists = sync_lists(&mut ws).await;
+    let names = |v: &Vec<String>| -> Vec<String> {
+        let mut n: Vec<String> = v
+            .iter()
+            .map(|p| Path::new(p).file_name().expect("name").to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    // One of the two files of the k=19 plot is served, the other is its duplicate.
+    let (served, duplicate) = (names(&lists.loaded), names(&lists.duplicates));
+    assert_eq!((served.len(), duplicate.len()), (1, 1), "{lists:?}");
+    let mut both = [served[0].clone(), duplicate[0].clone()];
+    both.sort();
+    assert_eq!(both, ["k19-copy.plot", "k19.plot"], "{lists:?}");
+    assert_eq!(names(&lists.invalid), ["cut.plot", "new.plot2", "small.plot"], "{lists:?}");
+    assert!(lists.keys_missing.is_empty(), "{lists:?}");
+
+    // The farmer's keys without the pool's: the plot's keys are missing now.
+    let mut keys = keys_message(&farm);
+    keys.pool_public_keys.clear();
+    send(&mut ws, msg::HARVESTER_HANDSHAKE, None, &keys).await;
+    let lists = sync_lists(&mut ws).await;
+    assert!(lists.initial, "a new selection is a full sync");
+    assert!(lists.loaded.is_empty(), "{lists:?}");
+    assert_eq!(names(&lists.keys_missing), served, "{lists:?}");
+}
+
+#[derive(Debug, Default)]
+struct SyncLists {
+    initial: bool,
+    loaded: Vec<String>,
+    invalid: Vec<String>,
+    keys_missing: Vec<String>,
+    duplicates: Vec<String>,
+}
+
+/// Answers a whole plot sync; returns its lists.
+async fn sync_lists(ws: &mut Conn) -> SyncLists {
+    let mut lists = SyncLists::default();
+    loop {
+        let f = recv(ws, STEP).await.expect("plot sync");
+        match f.msg_type {
+            msg::PLOT_SYNC_START => {
+                let s: protocol::chia::messages::PlotSyncStart = f.body().expect("start");
+                lists.initial = s.initial;
+            }
+            msg::PLOT_SYNC_LOADED2 => {
+                let l: PlotSyncPlotList2 = f.body().expect("loaded2");
+                lists.loaded.extend(l.data.into_iter().map(|p| p.filename));
+            }
+            msg::PLOT_SYNC_INVALID | msg::PLOT_SYNC_KEYS_MISSING | msg::PLOT_SYNC_DUPLICATES => {
+                let l: protocol::chia::messages::PlotSyncPathList = f.body().expect("paths");
+                let list = match f.msg_type {
+                    msg::PLOT_SYNC_INVALID => &mut lists.invalid,
+                    msg::PLOT_SYNC_KEYS_MISSING => &mut lists.keys_missing,
+                    _ => &mut lists.duplicates,
+                };
+                list.extend(l.data);
+            }
+            _ => {}
+        }
+        let identifier = from_bytes(&f.data[..24]).expect("identifier");
+        let r = PlotSyncResponse { identifier, message_type: i16::from(f.msg_type), error: None };
+        send(ws, msg::PLOT_SYNC_RESPONSE, None, &r).await;
+        if f.msg_type == msg::PLOT_SYNC_DONE {
+            return lists;
+        }
+    }
 }

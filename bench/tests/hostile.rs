@@ -433,6 +433,126 @@ fn overload_beyond_the_disks_is_bounded_and_counted() {
     assert!(status.success(), "harvester exit {status}; log:\n{}", tail(&harvester));
 }
 
+/// A farmer that asks for the proof of every quality at once: a burst up to the disk's proof
+/// queue (`proof_jobs_queued_max`) gets every proof; a larger burst gets a proof or `Busy` for
+/// each request, never a disk error, and every `Busy` request is served when asked again.
+#[test]
+fn a_proof_burst_gets_every_proof_and_busy_beyond_the_queue() {
+    const CHALLENGES: u32 = 150;
+    const QUEUE: usize = 64;
+    let tmp = TempDir::new("hostile-burst");
+    let certs = tmp.0.join("certs");
+    make_certs(&certs);
+    let plots: Vec<PathBuf> = selected_fixture_plots()
+        .into_iter()
+        .filter(|p| p.parent().is_some_and(|d| d.ends_with("plots")))
+        .collect();
+    let challenges: Vec<Bytes32> =
+        (0..CHALLENGES).map(|i| digest(b"burst", &i.to_be_bytes())).collect();
+    let expected: HashMap<Bytes32, (Bytes32, &PathBuf)> = plots
+        .iter()
+        .flat_map(|p| qualities_of(p, &challenges).into_iter().map(move |(q, c)| (q, (c, p))))
+        .collect();
+    assert!(expected.len() > 3 * QUEUE, "enough qualities for a burst: {}", expected.len());
+    let engine = format!(
+        "backend = \"pread\"\nreads_in_flight_max = 1\nproof_deadline_seconds = 60\n\
+         proof_jobs_queued_max = {QUEUE}"
+    );
+    let rt = runtime();
+    rt.block_on(async {
+        let ScriptedFarm { farmer, metrics_port, harvester } = scripted_farm(
+            &tmp.0,
+            &certs,
+            &[fixtures().join("plots")],
+            false,
+            &[
+                ("engine", &engine),
+                ("protocol", "challenges_in_flight_max = 4096\nchallenges_remembered_max = 4096"),
+            ],
+        )
+        .await;
+        let _log = LogOnPanic(harvester.log.clone());
+        let mut d = Duplex::new(farmer.accept(WAIT).await);
+        d.send(handshake()).await.expect("handshake");
+        let frames: Vec<Message> = challenges.iter().map(new_challenge).collect();
+        d.send_all(&frames).await.expect("challenges");
+        let mut announced: Vec<Bytes32> = Vec::new();
+        while announced.len() < expected.len() {
+            match d.next(WAIT).await {
+                Next::Message(Message {
+                    body: Body::ChallengeResponse { quality, .. }, ..
+                }) => {
+                    if expected.contains_key(&quality) {
+                        announced.push(quality);
+                    }
+                }
+                other => panic!("waiting for qualities: {other:?}\n{}", tail(&harvester)),
+            }
+        }
+        // Asks for every proof of `qualities` in one write; returns each one's answer.
+        async fn burst(d: &mut Duplex, qualities: &[Bytes32]) -> HashMap<Bytes32, Body> {
+            let mut ids = HashMap::new();
+            let mut frames = Vec::new();
+            for q in qualities {
+                let id = d.next_id;
+                d.next_id += 1;
+                ids.insert(id, *q);
+                frames.push(Message {
+                    id: Some(id),
+                    body: Body::RequestProofOfSpace { quality: *q },
+                });
+            }
+            d.send_all(&frames).await.expect("burst sent");
+            let mut answers = HashMap::new();
+            while answers.len() < qualities.len() {
+                match d.next(WAIT).await {
+                    Next::Message(Message { id: Some(id), body }) if ids.contains_key(&id) => {
+                        let before = answers.insert(ids[&id], body);
+                        assert!(before.is_none(), "two answers to one request");
+                    }
+                    Next::Message(m) => panic!("unexpected {m:?}"),
+                    other => panic!("{} of {} answered: {other:?}", answers.len(), qualities.len()),
+                }
+            }
+            answers
+        }
+        let check = |quality: &Bytes32, body: &Body| match body {
+            Body::RespondProofOfSpace { quality: q, proof } => {
+                assert_eq!(q, quality);
+                let (challenge, path) = expected[quality];
+                assert_eq!(proof.challenge_hash, challenge);
+                let id = plot_id(&proof.pool_pubkey, &proof.plot_pubkey);
+                let (_, plot) = shard::open_plot(path).expect("plot");
+                assert_eq!(&id, plot.id(), "the proof names its plot");
+                assert_eq!(validate_proof(&id, proof.size, &challenge, &proof.proof), Ok(*quality));
+                true
+            }
+            Body::Error { code: ErrorCode::Busy, .. } => false,
+            other => panic!("a proof or Busy, never {other:?}"),
+        };
+        // At the queue's size: every proof.
+        let (first, rest) = announced.split_at(QUEUE);
+        for (q, body) in burst(&mut d, first).await {
+            assert!(check(&q, &body), "a burst that fits the queue gets every proof");
+        }
+        // Beyond it: a proof or Busy for each; then the Busy ones, a queue's worth at a time.
+        let mut busy: Vec<Bytes32> = Vec::new();
+        for (q, body) in burst(&mut d, rest).await {
+            if !check(&q, &body) {
+                busy.push(q);
+            }
+        }
+        assert!(!busy.is_empty(), "{} requests at once on a one-read-at-a-time disk", rest.len());
+        for chunk in busy.chunks(QUEUE) {
+            for (q, body) in burst(&mut d, chunk).await {
+                assert!(check(&q, &body), "a Busy request is served when asked again");
+            }
+        }
+        let text = scrape(metrics_port).await;
+        assert_eq!(metric(&text, "harvester_proofs_total"), Some(announced.len() as f64));
+    });
+}
+
 #[test]
 fn corrupt_plots_are_quarantined_and_never_yield_a_wrong_proof() {
     const CHALLENGES: u32 = 200;

@@ -86,7 +86,8 @@ pub enum ErrorCode {
     NotReady,
     /// 2: the quality was never announced on this connection, or has expired.
     UnknownQuality,
-    /// 3: too many challenges in flight (also the answer to a repeated `NewChallenge`).
+    /// 3: too many challenges in flight; the challenge was not looked up and is not
+    /// remembered: send it again later.
     Overloaded,
     /// 4: reading the proof from the plot failed; the message names the plot and the reason.
     LookupFailed,
@@ -100,6 +101,12 @@ pub enum ErrorCode {
     ProtocolViolation,
     /// 9: a bug or unexpected failure inside the harvester.
     Internal,
+    /// 10: a `NewChallenge` already received on this connection: not looked up again; the
+    /// first one's qualities stay answerable.
+    DuplicateChallenge,
+    /// 11: the request was refused for load (the disk's proof queue is full), not for a fault
+    /// of the disk or the plot: ask again after a pause (documented retry rule).
+    Busy,
     /// Any other code, kept as received. Never one of the codes above.
     Other(i16),
 }
@@ -117,6 +124,8 @@ impl ErrorCode {
             ErrorCode::NoSigningKey => 7,
             ErrorCode::ProtocolViolation => 8,
             ErrorCode::Internal => 9,
+            ErrorCode::DuplicateChallenge => 10,
+            ErrorCode::Busy => 11,
             ErrorCode::Other(code) => code,
         }
     }
@@ -133,6 +142,8 @@ impl ErrorCode {
             7 => ErrorCode::NoSigningKey,
             8 => ErrorCode::ProtocolViolation,
             9 => ErrorCode::Internal,
+            10 => ErrorCode::DuplicateChallenge,
+            11 => ErrorCode::Busy,
             other => ErrorCode::Other(other),
         }
     }
@@ -149,6 +160,8 @@ impl ErrorCode {
             ErrorCode::NoSigningKey => "NoSigningKey",
             ErrorCode::ProtocolViolation => "ProtocolViolation",
             ErrorCode::Internal => "Internal",
+            ErrorCode::DuplicateChallenge => "DuplicateChallenge",
+            ErrorCode::Busy => "Busy",
             ErrorCode::Other(_) => "Other",
         }
     }
@@ -477,7 +490,7 @@ mod tests {
         for code in i16::MIN..=i16::MAX {
             assert_eq!(ErrorCode::from_code(code).code(), code);
         }
-        for (code, known) in (1..=9).map(|c| (c, ErrorCode::from_code(c))) {
+        for (code, known) in (1..=11).map(|c| (c, ErrorCode::from_code(c))) {
             assert!(!matches!(known, ErrorCode::Other(_)), "code {code} is known");
         }
         assert_eq!(ErrorCode::from_code(0), ErrorCode::Other(0));

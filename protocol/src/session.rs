@@ -89,7 +89,8 @@ pub enum Input<P> {
         /// Which request this is.
         kind: SignKind,
     },
-    /// The session answered itself (an Error: `NotReady`, `UnknownQuality`, `Overloaded`):
+    /// The session answered itself (an Error: `NotReady`, `UnknownQuality`, `Overloaded`,
+    /// `DuplicateChallenge`):
     /// send it and keep the connection.
     Reply(Message),
     /// The farmer sent an Error; log it.
@@ -311,7 +312,7 @@ impl<P: Clone> HarvesterSession<P> {
         }
         if self.seqs.contains_key(&challenge_hash) {
             return refuse(
-                ErrorCode::Overloaded,
+                ErrorCode::DuplicateChallenge,
                 "challenge already received on this connection; not looked up again",
             );
         }
@@ -583,9 +584,10 @@ mod tests {
         assert_eq!(error_code(&input), (Some(5), ErrorCode::Overloaded));
         assert_eq!(s.challenges_in_flight(), 3);
         // A repeat of a remembered challenge (in flight or done) is refused, not re-run.
-        assert_eq!(error_code(&s.on_message(challenge(2), T0)).1, ErrorCode::Overloaded);
+        assert_eq!(error_code(&s.on_message(challenge(2), T0)).1, ErrorCode::DuplicateChallenge);
         s.on_challenge_done([2; 32]);
-        assert_eq!(error_code(&s.on_message(challenge(2), T0)).1, ErrorCode::Overloaded);
+        assert_eq!(error_code(&s.on_message(challenge(2), T0)).1, ErrorCode::DuplicateChallenge);
+        // A challenge refused as Overloaded was not remembered: it is looked up when sent again.
         assert!(matches!(s.on_message(challenge(4), T0), Input::Challenge { .. }));
         assert_eq!(s.challenges_in_flight(), 3);
     }

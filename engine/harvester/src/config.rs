@@ -189,7 +189,7 @@ impl Default for EngineConfig {
             read_stuck_after_seconds: 1.0,
             lookups_active_max: 4096,
             jobs_queued_max: 1024,
-            proof_jobs_queued_max: 256,
+            proof_jobs_queued_max: 65_536,
             plot_errors_max: 3,
             events_queued_max: 65536,
         }

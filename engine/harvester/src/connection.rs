@@ -418,12 +418,19 @@ impl Connection {
         let tag = self.tag();
         if let Err(reason) = self.shared.engine.proof(info, challenge, index, &self.sink, tag) {
             self.shared.metrics.proof_errors_total.inc();
+            // A full queue is load (ask again later); a missing or stopped shard is a fault.
+            let code = match reason {
+                crate::engine::Refused::QueueFull => ErrorCode::Busy,
+                crate::engine::Refused::NoShard | crate::engine::Refused::Stopped => {
+                    ErrorCode::LookupFailed
+                }
+            };
             let text = format!(
                 "plot {}: disk {} refused the job: {reason}",
                 info.path.display(),
                 info.disk
             );
-            return self.send_error(id, ErrorCode::LookupFailed, text).await;
+            return self.send_error(id, code, text).await;
         }
         self.jobs.insert(
             tag,
@@ -683,8 +690,9 @@ impl Connection {
                             format!("plot {path}: disk {disk} did not answer before the deadline"),
                         )
                     }
+                    // Load is Busy (ask again later); a degraded disk is the disk's fault.
                     JobStatus::Rejected { reason } => (
-                        ErrorCode::LookupFailed,
+                        if reason.is_load() { ErrorCode::Busy } else { ErrorCode::LookupFailed },
                         format!("plot {path}: disk {disk} refused the job: {reason}"),
                     ),
                     JobStatus::Complete => {

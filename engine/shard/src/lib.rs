@@ -20,6 +20,6 @@ pub use metrics::{
 };
 pub use open::{lookup_file, open_plot};
 pub use shard::{
-    Clock, Command, Event, Job, JobId, JobStatus, MonotonicClock, PlotKey, Reply, ReplySink, Shard,
-    ShardConfig, ShardError, ShardHandle, Work,
+    Clock, Command, Event, Job, JobId, JobStatus, MonotonicClock, PlotKey, Rejection, Reply,
+    ReplySink, Shard, ShardConfig, ShardError, ShardHandle, Work,
 };

@@ -208,7 +208,35 @@ pub enum JobStatus {
     /// The deadline passed; `unanswered` plots gave no answer (their events are lost).
     TimedOut { unanswered: u32 },
     /// Not started: the disk is degraded, or too many jobs are queued.
-    Rejected { reason: &'static str },
+    Rejected { reason: Rejection },
+}
+
+/// Why a shard refused a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// `jobs_queued_max` lookup jobs are waiting or running: load, try again later.
+    LookupsFull,
+    /// `proof_jobs_queued_max` proof jobs are waiting or running: load, try again later.
+    ProofsFull,
+    /// The disk is degraded (a read is stuck); new work waits for a probe read to succeed.
+    DiskDegraded,
+}
+
+impl Rejection {
+    /// Whether the refusal is for load (the disk itself is fine).
+    pub fn is_load(self) -> bool {
+        matches!(self, Rejection::LookupsFull | Rejection::ProofsFull)
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Rejection::LookupsFull => "shard overloaded",
+            Rejection::ProofsFull => "shard overloaded with proof requests",
+            Rejection::DiskDegraded => "disk degraded",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,6 +355,8 @@ pub struct Shard<B: Backend, C: Clock> {
     events_pending: Vec<(Option<Reply>, Event)>,
     plots: HashMap<PlotKey, PlotSlot>,
     jobs: HashMap<JobId, JobState>,
+    /// Jobs accepted and not answered, lookups \[0\] and proofs \[1\] (the queue limits).
+    jobs_of_kind: [usize; 2],
     /// Lookup jobs waiting to start.
     queue: VecDeque<JobId>,
     /// Proof jobs waiting to start; they start before any queued lookup job.
@@ -377,6 +407,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             events_pending: Vec::new(),
             plots: HashMap::new(),
             jobs: HashMap::new(),
+            jobs_of_kind: [0; 2],
             queue: VecDeque::new(),
             proof_queue: VecDeque::new(),
             active: Vec::new(),
@@ -612,14 +643,13 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         self.snapshot.counters.jobs += 1;
         let proof = is_proof(&job.work);
         let (limit, reason) = if proof {
-            (self.config.proof_jobs_queued_max, "shard overloaded with proof requests")
+            (self.config.proof_jobs_queued_max, Rejection::ProofsFull)
         } else {
-            (self.config.jobs_queued_max, "shard overloaded")
+            (self.config.jobs_queued_max, Rejection::LookupsFull)
         };
-        // At most jobs_queued_max + proof_jobs_queued_max entries: a cheap count.
-        let queued = self.jobs.values().filter(|s| is_proof(&s.job.work) == proof).count();
+        let queued = self.jobs_of_kind[usize::from(proof)];
         let reject = if self.degraded {
-            Some("disk degraded")
+            Some(Rejection::DiskDegraded)
         } else if queued >= limit {
             Some(reason)
         } else {
@@ -631,6 +661,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             return self.emit_to(job.reply, done);
         }
         let id = job.id;
+        self.jobs_of_kind[usize::from(proof)] += 1;
         self.jobs
             .insert(id, JobState { job, accepted: self.clock.now(), started: false, pending: 0 });
         if proof {
@@ -721,6 +752,14 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             }
             Work::Proof { .. } => 1,
         }
+    }
+
+    /// Removes a job, keeping the count of each kind (lookups, proofs) exact.
+    fn take_job(&mut self, id: JobId) -> Option<JobState> {
+        let state = self.jobs.remove(&id)?;
+        let kind = &mut self.jobs_of_kind[usize::from(is_proof(&state.job.work))];
+        *kind = kind.saturating_sub(1);
+        Some(state)
     }
 
     fn active_count(&self) -> usize {
@@ -1025,7 +1064,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
     fn finish_if_done(&mut self, job: JobId) {
         let done = self.jobs.get(&job).is_some_and(|s| s.started && s.pending == 0);
         if done {
-            if let Some(state) = self.jobs.remove(&job) {
+            if let Some(state) = self.take_job(job) {
                 let us = micros(self.clock.now().saturating_sub(state.accepted));
                 let h = match state.job.work {
                     Work::Proof { .. } => &mut self.snapshot.histograms.proof_latency_us,
@@ -1049,7 +1088,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         expired.sort_unstable();
         let mut stuck = false;
         for id in expired {
-            let Some(state) = self.jobs.remove(&id) else { continue };
+            let Some(state) = self.take_job(id) else { continue };
             let unanswered = if state.started {
                 state.pending
             } else {
@@ -1096,11 +1135,11 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             // Jobs still queued are held back: answered at once as rejected.
             let queued = std::mem::take(&mut self.proof_queue);
             for id in queued.into_iter().chain(std::mem::take(&mut self.queue)) {
-                if let Some(state) = self.jobs.remove(&id) {
+                if let Some(state) = self.take_job(id) {
                     self.snapshot.counters.jobs_rejected += 1;
                     let done = Event::JobDone {
                         job: id,
-                        status: JobStatus::Rejected { reason: "disk degraded" },
+                        status: JobStatus::Rejected { reason: Rejection::DiskDegraded },
                     };
                     self.emit_to(state.job.reply, done);
                 }

@@ -1305,7 +1305,10 @@ fn stuck_disk_times_out_degrades_and_spares_the_healthy_disk() {
     let (at, event) = rx.recv_timeout(Duration::from_secs(5)).expect("an answer while degraded");
     assert_eq!(
         event,
-        Event::JobDone { job: 3, status: JobStatus::Rejected { reason: "disk degraded" } }
+        Event::JobDone {
+            job: 3,
+            status: JobStatus::Rejected { reason: shard::Rejection::DiskDegraded }
+        }
     );
     let rejected_in = at.saturating_sub(sent);
     let mut snapshot = stuck_metrics.snapshot();

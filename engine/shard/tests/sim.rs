@@ -371,7 +371,7 @@ fn proofs_go_ahead_of_lookups_and_have_their_own_limit() {
     // The third lookup is refused (two queued already); the fourth proof is refused (three
     // queued); the others are served.
     assert!(
-        matches!(status(2), Some(JobStatus::Rejected { reason: "shard overloaded" })),
+        matches!(status(2), Some(JobStatus::Rejected { reason: shard::Rejection::LookupsFull })),
         "{done:?}"
     );
     assert!(matches!(status(13), Some(JobStatus::Rejected { .. })), "{done:?}");
@@ -672,7 +672,7 @@ fn a_stuck_disk_does_not_hold_back_another() {
                     matches!(
                         status,
                         JobStatus::TimedOut { .. }
-                            | JobStatus::Rejected { reason: "disk degraded" }
+                            | JobStatus::Rejected { reason: shard::Rejection::DiskDegraded }
                     ),
                     "{status:?}"
                 );
@@ -743,7 +743,7 @@ fn limits_reject_or_delay_but_never_drop() {
     }
     let rejected = statuses
         .values()
-        .filter(|s| matches!(s, JobStatus::Rejected { reason: "shard overloaded" }))
+        .filter(|s| matches!(s, JobStatus::Rejected { reason: shard::Rejection::LookupsFull }))
         .count();
     let complete = statuses.values().filter(|s| **s == JobStatus::Complete).count();
     assert_eq!((complete, rejected), (4, 6), "{statuses:?}");

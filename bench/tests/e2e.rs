@@ -56,6 +56,9 @@ fn farmer_sim_gets_valid_answers_to_all_nine_messages_for_both_key_kinds() {
     let r = report(&json);
     assert_eq!(count(&r, "/invalid"), 0, "{r}");
     assert_eq!(count(&r, "/lost"), 0, "{r}");
+    // farmer-sim negotiates harvester/2: a ChallengeDone per challenge, each with the count of
+    // the responses before it (a wrong count or a response after it is invalid, checked above).
+    assert_eq!(count(&r, "/challenges_done"), count(&r, "/challenges"), "{r}");
     assert!(count(&r, "/proofs/valid") > 0, "no proof: {r}");
     assert_eq!(count(&r, "/proofs/valid"), count(&r, "/proofs/requested"), "{r}");
     assert!(count(&r, "/signatures/header/valid") > 0, "{r}");
@@ -145,6 +148,7 @@ fn one_farmer_with_two_harvester_processes() {
     let r = report(&json);
     assert_eq!(count(&r, "/harvesters"), 2, "{r}");
     assert_eq!(count(&r, "/invalid") + count(&r, "/lost"), 0, "{r}");
+    assert_eq!(count(&r, "/challenges_done"), 2 * count(&r, "/challenges"), "{r}");
     assert!(count(&r, "/proofs/valid") > 0, "{r}");
     assert!(ha.terminate(Duration::from_secs(15)).success(), "{}", ha.log());
     assert!(hb.terminate(Duration::from_secs(15)).success(), "{}", hb.log());
@@ -342,6 +346,63 @@ fn a_later_handshake_reselects_plots_without_a_restart() {
             }
         }
         assert_eq!(got, want);
+        // This farmer offered only harvester/1: no ChallengeDone follows the answers.
+        if let Some(m) = peer.recv(Duration::from_secs(1)).await {
+            panic!("a harvester/1 farmer got {m:?}");
+        }
+        drop(harvester);
+    });
+}
+
+/// A farmer that offers `harvester/2` gets a `ChallengeDone` after the last `ChallengeResponse`
+/// of each challenge, with the count of responses, the disks and how long it took.
+#[test]
+fn challenge_done_ends_each_challenge_when_negotiated() {
+    let tmp = TempDir::new("challenge-done");
+    let certs = tmp.0.join("certs");
+    make_certs(&certs);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let protocols: [&[u8]; 2] = [harvester::tls::ALPN_V2, harvester::tls::ALPN];
+        let farmer = ScriptedFarmer::bind_alpn(&certs, &protocols).await;
+        let config = write_config(&tmp.0, "h", farmer.port(), None, &certs, &plot_folders(), true);
+        let harvester = start_harvester(&tmp.0, "harvester", &config);
+        let t = Duration::from_secs(30);
+        let mut peer = farmer.accept(t).await;
+        peer.send(Message {
+            id: None,
+            body: Body::HarvesterHandshake { pool_pubkeys: pool_keys() },
+        })
+        .await;
+        for i in [200u32, 201, 202] {
+            let ch = challenge(i);
+            let want = expected_qualities(&ch);
+            peer.send(Message { id: None, body: Body::NewChallenge { challenge_hash: ch } }).await;
+            let mut got = BTreeSet::new();
+            loop {
+                match peer.recv(t).await.expect("answers").body {
+                    Body::ChallengeResponse { challenge_hash, quality, .. } => {
+                        assert_eq!(challenge_hash, ch);
+                        got.insert(quality);
+                    }
+                    Body::ChallengeDone {
+                        challenge_hash,
+                        responses,
+                        disks,
+                        disks_incomplete,
+                        elapsed_us,
+                    } => {
+                        assert_eq!(challenge_hash, ch);
+                        assert_eq!(responses as usize, got.len(), "the count of what came before");
+                        assert!(disks >= 1 && disks_incomplete == 0, "{disks} {disks_incomplete}");
+                        assert!(elapsed_us > 0);
+                        break;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert_eq!(got, want, "every quality came before ChallengeDone");
+        }
         drop(harvester);
     });
 }

@@ -177,6 +177,16 @@ fn decode_body(kind: u8, data: &[u8], limits: &Limits) -> Result<Body, CodecErro
             },
             "RespondPartialProof body",
         ),
+        message_type::CHALLENGE_DONE => (
+            Body::ChallengeDone {
+                challenge_hash: r.array("ChallengeDone.challenge_hash")?,
+                responses: u32::from_be_bytes(r.array("ChallengeDone.responses")?),
+                disks: u16::from_be_bytes(r.array("ChallengeDone.disks")?),
+                disks_incomplete: u16::from_be_bytes(r.array("ChallengeDone.disks_incomplete")?),
+                elapsed_us: u64::from_be_bytes(r.array("ChallengeDone.elapsed_us")?),
+            },
+            "ChallengeDone body",
+        ),
         message_type::ERROR => {
             let code = ErrorCode::from_code(r.i16("Error.code")?);
             let message = r.bytes("Error.message", ERROR_MESSAGE_BYTES_MAX)?;
@@ -431,6 +441,13 @@ mod tests {
             Body::RespondHeaderSignature { quality: [0x22; 32], header_hash_signature: [0x44; 96] },
             Body::RequestPartialProof { quality: [0x22; 32], farmer_target_hash: [0x55; 32] },
             Body::RespondPartialProof { quality: [0x22; 32], farmer_target_signature: [0x66; 96] },
+            Body::ChallengeDone {
+                challenge_hash: [0x11; 32],
+                responses: 70_000,
+                disks: 300,
+                disks_incomplete: 2,
+                elapsed_us: u64::MAX - 1,
+            },
             Body::Error { code: ErrorCode::UnknownQuality, message: String::new(), data: None },
             Body::Error {
                 code: ErrorCode::Other(-300),
@@ -532,7 +549,7 @@ mod tests {
 
     #[test]
     fn unknown_message_type() {
-        for kind in [0, 1, 2, 4, 5, 66, 199, 208, 254] {
+        for kind in [0, 1, 2, 4, 5, 66, 199, 209, 254] {
             assert_eq!(
                 decode_frame(&frame(kind, None, &[])),
                 Err(CodecError::UnknownMessageType(kind))

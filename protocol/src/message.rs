@@ -43,11 +43,14 @@ pub mod message_type {
     pub const REQUEST_PARTIAL_PROOF: u8 = 206;
     /// [`crate::Body::RespondPartialProof`], harvester -> farmer.
     pub const RESPOND_PARTIAL_PROOF: u8 = 207;
+    /// [`crate::Body::ChallengeDone`], harvester -> farmer, only on connections that
+    /// negotiated `harvester/2` (ALPN).
+    pub const CHALLENGE_DONE: u8 = 208;
     /// [`crate::Body::Error`], either direction.
     pub const ERROR: u8 = 255;
 
     /// Every known type byte, in ascending order.
-    pub const ALL: [u8; 10] = [
+    pub const ALL: [u8; 11] = [
         HARVESTER_HANDSHAKE,
         NEW_CHALLENGE,
         CHALLENGE_RESPONSE,
@@ -57,6 +60,7 @@ pub mod message_type {
         RESPOND_HEADER_SIGNATURE,
         REQUEST_PARTIAL_PROOF,
         RESPOND_PARTIAL_PROOF,
+        CHALLENGE_DONE,
         ERROR,
     ];
 }
@@ -237,6 +241,22 @@ pub enum Body {
         /// AugSchemeMPL signature of `farmer_target_hash`.
         farmer_target_signature: G2,
     },
+    /// Type 208, harvester -> farmer, no id, only with `harvester/2` negotiated: the challenge
+    /// is finished on every disk; no `ChallengeResponse` for it follows, and it no longer counts
+    /// against `challenges_in_flight_max`.
+    ChallengeDone {
+        /// The challenge.
+        challenge_hash: Bytes32,
+        /// `ChallengeResponse`s sent for it.
+        responses: u32,
+        /// Disks (shards) that looked it up.
+        disks: u16,
+        /// Of those, disks that did not finish: deadline passed or refused (their answers are
+        /// missing or partial).
+        disks_incomplete: u16,
+        /// Microseconds from the `NewChallenge` to this message.
+        elapsed_us: u64,
+    },
     /// Type 255, either direction. Answers a request (echoing its id) or reports a problem.
     Error {
         /// What went wrong.
@@ -262,6 +282,7 @@ impl Body {
             Body::RespondHeaderSignature { .. } => message_type::RESPOND_HEADER_SIGNATURE,
             Body::RequestPartialProof { .. } => message_type::REQUEST_PARTIAL_PROOF,
             Body::RespondPartialProof { .. } => message_type::RESPOND_PARTIAL_PROOF,
+            Body::ChallengeDone { .. } => message_type::CHALLENGE_DONE,
             Body::Error { .. } => message_type::ERROR,
         }
     }
@@ -278,11 +299,12 @@ impl Body {
             Body::RespondHeaderSignature { .. } => "RespondHeaderSignature",
             Body::RequestPartialProof { .. } => "RequestPartialProof",
             Body::RespondPartialProof { .. } => "RespondPartialProof",
+            Body::ChallengeDone { .. } => "ChallengeDone",
             Body::Error { .. } => "Error",
         }
     }
 
-    /// True for the messages only the harvester sends (201, 203, 205, 207).
+    /// True for the messages only the harvester sends (201, 203, 205, 207, 208).
     pub fn is_harvester_only(&self) -> bool {
         matches!(
             self,
@@ -290,6 +312,7 @@ impl Body {
                 | Body::RespondProofOfSpace { .. }
                 | Body::RespondHeaderSignature { .. }
                 | Body::RespondPartialProof { .. }
+                | Body::ChallengeDone { .. }
         )
     }
 
@@ -332,6 +355,19 @@ impl Body {
             Body::RespondPartialProof { quality, farmer_target_signature } => {
                 out.extend_from_slice(quality);
                 out.extend_from_slice(farmer_target_signature);
+            }
+            Body::ChallengeDone {
+                challenge_hash,
+                responses,
+                disks,
+                disks_incomplete,
+                elapsed_us,
+            } => {
+                out.extend_from_slice(challenge_hash);
+                out.extend_from_slice(&responses.to_be_bytes());
+                out.extend_from_slice(&disks.to_be_bytes());
+                out.extend_from_slice(&disks_incomplete.to_be_bytes());
+                out.extend_from_slice(&elapsed_us.to_be_bytes());
             }
             Body::Error { code, message, data } => {
                 out.extend_from_slice(&code.code().to_be_bytes());
@@ -444,6 +480,7 @@ impl Message {
             Body::RespondProofOfSpace { proof, .. } => 32 + 133 + proof.proof.len(),
             Body::RequestHeaderSignature { .. } | Body::RequestPartialProof { .. } => 64,
             Body::RespondHeaderSignature { .. } | Body::RespondPartialProof { .. } => 128,
+            Body::ChallengeDone { .. } => 48,
             Body::Error { message, data, .. } => {
                 2 + 4 + message.len() + 1 + data.as_ref().map_or(0, |d| 4 + d.len())
             }

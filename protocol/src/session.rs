@@ -196,7 +196,8 @@ impl<P: Clone> HarvesterSession<P> {
             Body::ChallengeResponse { .. }
             | Body::RespondProofOfSpace { .. }
             | Body::RespondHeaderSignature { .. }
-            | Body::RespondPartialProof { .. } => {
+            | Body::RespondPartialProof { .. }
+            | Body::ChallengeDone { .. } => {
                 let reason =
                     format!("the farmer sent {}, which only the harvester sends", body.name());
                 let reply = Message::error(id, ErrorCode::ProtocolViolation, reason.clone());

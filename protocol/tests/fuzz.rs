@@ -341,6 +341,7 @@ proptest! {
                                 ErrorCode::NotReady
                                     | ErrorCode::UnknownQuality
                                     | ErrorCode::Overloaded
+                                    | ErrorCode::DuplicateChallenge
                             ));
                             prop_assert_eq!(code == ErrorCode::NotReady, !was_ready);
                             prop_assert_eq!(reply.to_frame().len(), 4 + reply.payload_bytes());

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! { "passed", "interrupted", "elapsed_secs", "settings": {...},
-//!   "harvesters", "harvesters_wanted", "disconnects", "challenges", "responses", "qualities",
+//!   "harvesters", "harvesters_wanted", "disconnects", "challenges", "responses",
+//!   "challenges_done", "qualities",
 //!   "duplicates", "untracked", "requests_skipped",
 //!   "proofs": {"requested", "valid", "errors"},
 //!   "signatures": {"partial": {"requested", "valid", "errors", "keys_file", "memo"},
@@ -209,6 +210,9 @@ pub struct Stats {
     pub challenges: u64,
     /// `ChallengeResponse`s received (duplicates included).
     pub responses: u64,
+    /// `ChallengeDone`s received (harvesters that negotiated `harvester/2`), each checked
+    /// against the responses that came before it.
+    pub challenges_done: u64,
     /// Distinct qualities announced.
     pub qualities: u64,
     /// `ChallengeResponse`s repeating a quality already seen.
@@ -295,6 +299,7 @@ impl Report {
             "disconnects": s.disconnects,
             "challenges": s.challenges,
             "responses": s.responses,
+            "challenges_done": s.challenges_done,
             "qualities": s.qualities,
             "duplicates": s.duplicates,
             "untracked": s.untracked,

@@ -122,11 +122,13 @@ impl DumpRecord {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ChallengeInfo {
     sent_at: Duration,
     first_response_at: Option<Duration>,
     last_response_at: Option<Duration>,
+    /// `ChallengeResponse`s from each connection, and whether its `ChallengeDone` came.
+    by_conn: HashMap<ConnId, (u32, bool)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -256,7 +258,12 @@ impl Farmer {
             assert!(self.challenges.len() < self.config.challenges_max, "too many challenges");
             self.challenges.insert(
                 challenge,
-                ChallengeInfo { sent_at: now, first_response_at: None, last_response_at: None },
+                ChallengeInfo {
+                    sent_at: now,
+                    first_response_at: None,
+                    last_response_at: None,
+                    by_conn: HashMap::new(),
+                },
             );
         }
         self.stats.challenges += 1;
@@ -292,6 +299,9 @@ impl Farmer {
                     now,
                     &mut out,
                 ),
+            Body::ChallengeDone { challenge_hash, responses, .. } => {
+                self.on_challenge_done(conn, msg.id, challenge_hash, responses)
+            }
             Body::Error { code, message, .. } if msg.id.is_none() => {
                 self.stats.errors.count(code, &message);
                 self.stats.errors.unsolicited += 1;
@@ -365,6 +375,40 @@ impl Farmer {
     }
 
     #[allow(clippy::too_many_arguments)] // the fields of one message, unpacked
+    /// A harvester (with `harvester/2`) finished a challenge: its count must equal the
+    /// `ChallengeResponse`s it sent for it, and nothing may follow.
+    fn on_challenge_done(
+        &mut self,
+        conn: ConnId,
+        id: Option<u16>,
+        challenge: Bytes32,
+        responses: u32,
+    ) {
+        self.stats.challenges_done += 1;
+        if let Some(id) = id {
+            self.stats.invalid.push(|| format!("{conn}: ChallengeDone with id {id}"));
+            return;
+        }
+        let Some(info) = self.challenges.get_mut(&challenge) else {
+            self.stats.invalid.push(|| {
+                format!("{conn}: ChallengeDone for challenge {}, never sent", short(&challenge))
+            });
+            return;
+        };
+        let (count, done) = info.by_conn.entry(conn).or_default();
+        let (count, twice) = (*count, *done);
+        *done = true;
+        if twice || count != responses {
+            self.stats.invalid.push(|| {
+                format!(
+                    "{conn}: ChallengeDone for {} says {responses} responses, {count} came{}",
+                    short(&challenge),
+                    if twice { ", and came twice" } else { "" }
+                )
+            });
+        }
+    }
+
     fn on_challenge_response(
         &mut self,
         conn: ConnId,
@@ -388,6 +432,16 @@ impl Farmer {
         };
         info.first_response_at.get_or_insert(now);
         info.last_response_at = Some(now);
+        let (count, done) = info.by_conn.entry(conn).or_default();
+        *count += 1;
+        if *done {
+            self.stats.invalid.push(|| {
+                format!(
+                    "{conn}: ChallengeResponse for {} after its ChallengeDone",
+                    short(&challenge)
+                )
+            });
+        }
         if self.qualities.contains_key(&quality) {
             self.stats.duplicates += 1;
             return;

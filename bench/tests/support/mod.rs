@@ -21,13 +21,7 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-pub fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("HARVESTER_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or(repo().join("fixtures"));
-    assert!(dir.join("manifest.json").exists(), "run scripts/make-fixtures.sh");
-    dir
-}
+pub use test_support::fixtures;
 
 pub fn farmer_sim() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_farmer-sim"))
@@ -240,11 +234,19 @@ pub struct Peer {
 }
 
 impl ScriptedFarmer {
+    /// A farmer of the first protocol version: it offers only `harvester/1` (so it never gets
+    /// `ChallengeDone`), as farmers written before `harvester/2` do.
     pub async fn bind(certs: &Path) -> ScriptedFarmer {
-        let config = harvester::tls::server_config(
+        Self::bind_alpn(certs, &[harvester::tls::ALPN]).await
+    }
+
+    /// A farmer offering these ALPN protocols (in preference order).
+    pub async fn bind_alpn(certs: &Path, protocols: &[&[u8]]) -> ScriptedFarmer {
+        let config = harvester::tls::server_config_alpn(
             &certs.join("ca.crt"),
             &certs.join("farmer.crt"),
             &certs.join("farmer.key"),
+            protocols,
         )
         .expect("server config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -74,6 +74,9 @@ enum JobKind {
         started: Instant,
         jobs_left: usize,
         responses: u64,
+        /// Disks the challenge went to, and those that did not finish (timed out, refused).
+        disks: usize,
+        incomplete: usize,
     },
     Proof {
         id: Option<u16>,
@@ -133,6 +136,15 @@ struct Connection {
     signing: JoinSet<Signed>,
     /// The request id of each signing task, to answer it even if the task panics.
     signing_requests: HashMap<tokio::task::Id, Option<u16>>,
+    /// The farmer negotiated `harvester/2`: it gets a `ChallengeDone` after each challenge.
+    challenge_done: bool,
+}
+
+/// What the farmer negotiated on this connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Features {
+    /// `ChallengeDone` after each challenge (ALPN `harvester/2`).
+    pub challenge_done: bool,
 }
 
 /// Serves one farmer connection until it ends; returns why.
@@ -140,6 +152,7 @@ pub async fn serve<S>(
     stream: S,
     shared: Arc<Shared>,
     peer: String,
+    features: Features,
     mut shutdown: watch::Receiver<bool>,
 ) -> ConnectionEnd
 where
@@ -172,6 +185,7 @@ where
         selection: None,
         signing: JoinSet::new(),
         signing_requests: HashMap::new(),
+        challenge_done: features.challenge_done,
     };
     let mut decoder = FrameDecoder::new(limits);
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
@@ -347,7 +361,7 @@ impl Connection {
                 let registry = self.registry();
                 self.select(&registry, pool_pubkeys.into_iter().collect());
             }
-            Input::Challenge { challenge_hash } => self.start_challenge(challenge_hash),
+            Input::Challenge { challenge_hash } => self.start_challenge(challenge_hash).await?,
             Input::Proof { id, quality, challenge_hash, plot, index } => {
                 self.start_proof(id, quality, challenge_hash, plot, index).await?;
             }
@@ -374,31 +388,58 @@ impl Connection {
         t
     }
 
-    fn start_challenge(&mut self, challenge: Bytes32) {
+    async fn start_challenge(&mut self, challenge: Bytes32) -> Result<(), ConnectionEnd> {
         self.shared.metrics.challenges_total.inc();
+        let started = Instant::now();
         let tag = self.tag();
         let registry = self.registry();
         let plots = self.selection(&registry).to_vec();
         let (jobs, refused) =
             self.shared.engine.qualities(challenge, &plots, &registry, &self.sink, tag);
+        let incomplete = refused.len();
         for (disk, reason) in refused {
             tracing::warn!(peer = %self.peer, disk, challenge = %hex::encode(challenge),
                 "lookup refused: {reason}");
         }
         if jobs == 0 {
             self.session.on_challenge_done(challenge);
-            return;
+            return self.send_challenge_done(challenge, 0, incomplete, incomplete, started).await;
         }
         self.shared.metrics.challenges_in_flight.inc();
         self.jobs.insert(
             tag,
             JobKind::Challenge {
                 challenge,
-                started: Instant::now(),
+                started,
                 jobs_left: jobs,
                 responses: 0,
+                disks: jobs + incomplete,
+                incomplete,
             },
         );
+        Ok(())
+    }
+
+    /// `ChallengeDone`, if the farmer negotiated it.
+    async fn send_challenge_done(
+        &self,
+        challenge_hash: Bytes32,
+        responses: u64,
+        disks: usize,
+        incomplete: usize,
+        started: Instant,
+    ) -> Result<(), ConnectionEnd> {
+        if !self.challenge_done {
+            return Ok(());
+        }
+        let body = Body::ChallengeDone {
+            challenge_hash,
+            responses: u32::try_from(responses).unwrap_or(u32::MAX),
+            disks: u16::try_from(disks).unwrap_or(u16::MAX),
+            disks_incomplete: u16::try_from(incomplete).unwrap_or(u16::MAX),
+            elapsed_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        };
+        self.send(Message { id: None, body }).await
     }
 
     async fn start_proof(
@@ -652,7 +693,10 @@ impl Connection {
     ) -> Result<(), ConnectionEnd> {
         let Some(job) = self.jobs.get_mut(&tag) else { return Ok(()) };
         match job {
-            JobKind::Challenge { challenge, started, jobs_left, .. } => {
+            JobKind::Challenge { challenge, started, jobs_left, incomplete, .. } => {
+                if !matches!(status, JobStatus::Complete) {
+                    *incomplete += 1;
+                }
                 if let JobStatus::TimedOut { unanswered } = &status {
                     self.shared.metrics.lookups_timed_out_total.inc();
                     tracing::warn!(peer = %self.peer, disk, challenge = %hex::encode(*challenge), unanswered,
@@ -664,10 +708,16 @@ impl Connection {
                 *jobs_left -= 1;
                 if *jobs_left == 0 {
                     let (challenge, started) = (*challenge, *started);
-                    self.jobs.remove(&tag);
+                    let Some(JobKind::Challenge { responses, disks, incomplete, .. }) =
+                        self.jobs.remove(&tag)
+                    else {
+                        return Ok(());
+                    };
                     self.session.on_challenge_done(challenge);
                     self.shared.metrics.challenges_in_flight.dec();
                     self.shared.metrics.record_challenge(started.elapsed());
+                    self.send_challenge_done(challenge, responses, disks, incomplete, started)
+                        .await?;
                 }
             }
             JobKind::Proof { id, answered, started, plot, .. } => {

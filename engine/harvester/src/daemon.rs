@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::chia::root::ChiaRoot;
 use crate::config::{seconds, Config};
-use crate::connection::{self, ConnectionEnd, PlotStates, Shared};
+use crate::connection::{self, ConnectionEnd, Features, PlotStates, Shared};
 use crate::engine::Engine;
 use crate::plots::{DiskOverride, PlotManager, PlotsConfig};
 use crate::telemetry::{DaemonMetrics, MetricsSource};
@@ -402,11 +402,17 @@ async fn dial_loop(
         }
         let started = Instant::now();
         match connect(config, &tls).await {
-            Ok(stream) => {
-                tracing::info!(farmer = %address, tls = tls.is_some(), "connected to the farmer");
-                let end =
-                    connection::serve(stream, shared.clone(), address.clone(), shutdown.clone())
-                        .await;
+            Ok((stream, features)) => {
+                tracing::info!(farmer = %address, tls = tls.is_some(),
+                    challenge_done = features.challenge_done, "connected to the farmer");
+                let end = connection::serve(
+                    stream,
+                    shared.clone(),
+                    address.clone(),
+                    features,
+                    shutdown.clone(),
+                )
+                .await;
                 match end {
                     ConnectionEnd::Shutdown => return,
                     end => tracing::warn!(farmer = %address, "connection ended: {end}"),
@@ -434,7 +440,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> S
 async fn connect(
     config: &Config,
     tls: &Option<tokio_rustls::TlsConnector>,
-) -> Result<Box<dyn Stream>, String> {
+) -> Result<(Box<dyn Stream>, Features), String> {
     let timeout = seconds(config.farmer.connect_timeout_seconds);
     let attempt = async {
         let tcp = TcpStream::connect(&config.farmer.address).await.map_err(|e| e.to_string())?;
@@ -446,12 +452,17 @@ async fn connect(
         if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive) {
             tracing::warn!("cannot set TCP keepalive: {e}");
         }
-        let Some(connector) = tls else { return Ok(Box::new(tcp) as Box<dyn Stream>) };
+        let Some(connector) = tls else {
+            return Ok((Box::new(tcp) as Box<dyn Stream>, Features::default()));
+        };
         let name = ServerName::try_from(config.farmer.server_name.clone())
             .map_err(|e| format!("farmer.server_name {:?}: {e}", config.farmer.server_name))?;
         let stream =
             connector.connect(name, tcp).await.map_err(|e| format!("TLS handshake failed: {e}"))?;
-        Ok(Box::new(stream) as Box<dyn Stream>)
+        let features = Features {
+            challenge_done: stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_V2),
+        };
+        Ok((Box::new(stream) as Box<dyn Stream>, features))
     };
     tokio::time::timeout(timeout, attempt).await.map_err(|_| format!("no answer in {timeout:?}"))?
 }

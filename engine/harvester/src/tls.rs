@@ -36,6 +36,10 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 /// The ALPN protocol both sides offer; a peer that offers something else is refused.
 pub const ALPN: &[u8] = b"harvester/1";
+/// `harvester/1` plus `ChallengeDone` after each challenge. The harvester offers both (this
+/// first); a farmer that picks it gets `ChallengeDone`, an older one picks `harvester/1` (or
+/// nothing) and never sees it.
+pub const ALPN_V2: &[u8] = b"harvester/2";
 /// The name the harvester expects in the farmer's certificate (a DNS SAN of `farmer.crt`).
 pub const FARMER_SERVER_NAME: &str = "farmer";
 /// The name in the harvester's certificate (a DNS SAN of `harvester.crt`).
@@ -380,7 +384,7 @@ pub fn client_config(
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, private_key)
         .map_err(|source| TlsError::Config { path: key.to_path_buf(), source })?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![ALPN_V2.to_vec(), ALPN.to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -390,6 +394,17 @@ pub fn server_config(
     ca_cert: &Path,
     cert: &Path,
     key: &Path,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_alpn(ca_cert, cert, key, &[ALPN_V2, ALPN])
+}
+
+/// [`server_config`] offering only `protocols` (in preference order): a farmer of an older
+/// version offers `[ALPN]` alone.
+pub fn server_config_alpn(
+    ca_cert: &Path,
+    cert: &Path,
+    key: &Path,
+    protocols: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let roots = Arc::new(root_store(ca_cert)?);
     let chain = load_certs(cert)?;
@@ -403,7 +418,7 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, private_key)
         .map_err(|source| TlsError::Config { path: key.to_path_buf(), source })?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
 
@@ -816,7 +831,7 @@ mod tests {
         let server_task = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
             let mut tls = TlsAcceptor::from(server).accept(tcp).await.map_err(|e| e.to_string())?;
-            assert_eq!(tls.get_ref().1.alpn_protocol(), Some(ALPN));
+            assert_eq!(tls.get_ref().1.alpn_protocol(), Some(ALPN_V2));
             let mut ping = [0u8; 4];
             tls.read_exact(&mut ping).await.map_err(|e| e.to_string())?;
             assert_eq!(&ping, b"ping");

@@ -168,7 +168,10 @@ fn on_message(m: &mut Model, msg: Message) {
             };
             assert!(matches!(
                 code,
-                ErrorCode::NotReady | ErrorCode::UnknownQuality | ErrorCode::Overloaded
+                ErrorCode::NotReady
+                    | ErrorCode::UnknownQuality
+                    | ErrorCode::Overloaded
+                    | ErrorCode::DuplicateChallenge
             ));
             assert_eq!(code == ErrorCode::NotReady, !was_ready);
             assert_eq!(reply.check(&Limits::default()), Ok(()));

@@ -511,10 +511,10 @@ impl Connection {
 
     /// A signing task that panicked (or was cancelled): its request still gets an answer.
     async fn on_signing_failed(&mut self, e: tokio::task::JoinError) -> Result<(), ConnectionEnd> {
-        let id = self.signing_requests.remove(&e.id()).flatten();
         self.shared.metrics.signature_errors_total.inc();
         tracing::error!(peer = %self.peer, "signing failed: {e}");
-        self.send_error(id, ErrorCode::Internal, "signing failed inside the harvester".into()).await
+        let reply = signing_failed(&e, &mut self.signing_requests);
+        self.send(reply).await
     }
 
     async fn on_signed(
@@ -756,5 +756,52 @@ impl Connection {
             }
         }
         Ok(())
+    }
+}
+
+/// The answer to a signing request whose task failed (panicked): an `Internal` error with the
+/// request's id, so that every request is answered once.
+fn signing_failed(
+    e: &tokio::task::JoinError,
+    requests: &mut HashMap<tokio::task::Id, Option<u16>>,
+) -> Message {
+    let id = requests.remove(&e.id()).flatten();
+    Message::error(id, ErrorCode::Internal, "signing failed inside the harvester")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A signing task that panics is answered with an Internal error carrying its own request
+    /// id; the other requests keep theirs.
+    #[tokio::test]
+    async fn a_panicking_signer_still_answers_its_request() {
+        let mut set: JoinSet<u16> = JoinSet::new();
+        let mut requests = HashMap::new();
+        for id in [7u16, 8] {
+            let task = set.spawn_blocking(move || {
+                assert_ne!(id, 8, "a signer that panics");
+                id
+            });
+            requests.insert(task.id(), Some(id));
+        }
+        let mut answered = Vec::new();
+        while let Some(done) = set.join_next_with_id().await {
+            match done {
+                Ok((task, id)) => {
+                    assert_eq!(requests.remove(&task), Some(Some(id)));
+                    answered.push((id, None));
+                }
+                Err(e) => {
+                    let m = signing_failed(&e, &mut requests);
+                    let Body::Error { code, .. } = m.body else { panic!("{m:?}") };
+                    answered.push((m.id.expect("the request's id"), Some(code)));
+                }
+            }
+        }
+        answered.sort_by_key(|(id, _)| *id);
+        assert_eq!(answered, [(7, None), (8, Some(ErrorCode::Internal))]);
+        assert!(requests.is_empty());
     }
 }

@@ -34,7 +34,7 @@ type Conn = WebSocketStream<TlsStream<TcpStream>>;
 const STEP: Duration = Duration::from_secs(20);
 
 struct Farm {
-    _dir: TempDir,
+    dir: TempDir,
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     _harvester: Proc,
@@ -69,7 +69,7 @@ async fn farm_with(name: &str, min_k: u8, plots: impl FnOnce(&Path) -> std::path
     std::fs::write(dir.0.join("config/config.yaml"), yaml).expect("config.yaml");
     // No metrics endpoint (tests run side by side); quick re-dials.
     let toml = "[metrics]\nlisten = \"\"\n[farmer]\nreconnect_initial_seconds = 0.1\n\
-                reconnect_max_seconds = 0.5\n";
+                reconnect_max_seconds = 0.5\n[log]\nchia_activity_file = \"activity.log\"\n";
     std::fs::write(dir.0.join("harvester.toml"), toml).expect("toml");
     let mut cmd = std::process::Command::new(support::harvester_bin());
     cmd.args(["run", "--chia-root"]).arg(&dir.0).arg("--config").arg(dir.0.join("harvester.toml"));
@@ -85,7 +85,7 @@ async fn farm_with(name: &str, min_k: u8, plots: impl FnOnce(&Path) -> std::path
     )
     .expect("json");
     Farm {
-        _dir: dir,
+        dir,
         listener,
         acceptor: tokio_rustls::TlsAcceptor::from(tls),
         _harvester: harvester,
@@ -298,6 +298,30 @@ async fn scripted_farmer_gets_every_message_answered() {
             quality
         );
     }
+
+    // The signage point's line in the chia-style activity log, read as a log monitor written
+    // for chia reads it (its regular expression, run by Python's re).
+    let monitor = r#"
+import re, sys, json
+pattern = re.compile(
+    r"([0-9:.]*) (?:[-0-9a-zA-Z.]+ )?harvester (?:src|chia).harvester.harvester(?:\s?): INFO\s*([0-9]+) plots were "
+    r"eligible for farming ([0-9a-z.]*) Found ([0-9]+) proofs. Time: ([0-9.]*) s. "
+    r"Total ([0-9]*) plots")
+print(json.dumps(pattern.findall(open(sys.argv[1]).read())))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", monitor])
+        .arg(farm.dir.0.join("activity.log"))
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(lines.len(), 1, "one line per signage point: {lines:?}");
+    let l = &lines[0];
+    assert_eq!(l[1], info.passed.to_string());
+    assert_eq!(l[2], format!("{}...", &hex::encode(challenge_hash)[..10]));
+    assert_eq!(l[3], info.proofs.to_string());
+    assert_eq!(l[5], info.total_plots.to_string());
 
     // request_signatures with an id: the reply echoes it, and the local share aggregated with
     // the farmer's verifies under the plot key.

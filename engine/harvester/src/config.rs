@@ -247,11 +247,15 @@ pub struct LogConfig {
     pub level: String,
     /// `text` or `json`.
     pub format: String,
+    /// Also append one line per challenge (or chia signage point) to this file, in the form
+    /// chia's harvester writes to its debug.log ("N plots were eligible for farming ... Found
+    /// M proofs. Time: T s. Total P plots"), for log monitors written for chia. Off if unset.
+    pub chia_activity_file: Option<PathBuf>,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into(), format: "text".into() }
+        LogConfig { level: "info".into(), format: "text".into(), chia_activity_file: None }
     }
 }
 
@@ -294,6 +298,9 @@ impl Config {
         }
         for d in &mut self.disks {
             d.paths.iter_mut().for_each(fix);
+        }
+        if let Some(f) = &mut self.log.chia_activity_file {
+            fix(f);
         }
     }
 

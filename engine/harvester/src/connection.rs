@@ -43,6 +43,8 @@ pub struct Shared {
     pub selection_counts: std::sync::Mutex<Vec<(&'static str, u64)>>,
     /// Every plot file's state after the last refresh (for chia's plot sync).
     pub plot_states: std::sync::Mutex<Arc<PlotStates>>,
+    /// chia-style activity lines (`[log] chia_activity_file`), if configured.
+    pub activity: Option<crate::activity::ActivityLog>,
 }
 
 /// Every known plot file's state, replaced as a whole after each refresh.
@@ -334,6 +336,13 @@ impl Connection {
             self.select(registry, keys);
         }
         self.selection.as_ref().map(|s| s.by_disk.as_slice()).unwrap_or(&[])
+    }
+
+    /// Plots the farmer's keys selected, as last computed.
+    fn selected_plots(&self) -> u64 {
+        self.selection
+            .as_ref()
+            .map_or(0, |s| s.by_disk.iter().map(|(_, keys)| keys.len() as u64).sum())
     }
 
     fn select(&mut self, registry: &Registry, keys: HashSet<G1>) {
@@ -716,6 +725,10 @@ impl Connection {
                     self.session.on_challenge_done(challenge);
                     self.shared.metrics.challenges_in_flight.dec();
                     self.shared.metrics.record_challenge(started.elapsed());
+                    if let Some(log) = &self.shared.activity {
+                        let plots = self.selected_plots();
+                        log.record(plots, &challenge, responses, started.elapsed(), plots);
+                    }
                     self.send_challenge_done(challenge, responses, disks, incomplete, started)
                         .await?;
                 }

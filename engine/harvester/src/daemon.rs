@@ -242,6 +242,13 @@ async fn run_async(
         quarantine: quarantine_tx,
         selection_counts: Mutex::new(Vec::new()),
         plot_states: Mutex::new(Arc::new(PlotStates::default())),
+        activity: match &config.log.chia_activity_file {
+            None => None,
+            Some(path) => Some(
+                crate::activity::ActivityLog::open(path)
+                    .map_err(io(format!("log.chia_activity_file {}", path.display())))?,
+            ),
+        },
     });
     let state = Arc::new(State { shared: shared.clone(), plot_counts: Mutex::new(Vec::new()) });
     let hlog = hlog.map(|o| start_hlog(&o, shared.clone())).transpose()?;

@@ -2,6 +2,7 @@
 //! connection to the farmer. The `harvester` binary (`main.rs`) is a thin front end over it; the
 //! farmer simulator in `bench/` reuses its TLS set-up.
 #![forbid(unsafe_code)]
+pub mod activity;
 pub mod chia;
 pub mod config;
 pub mod connection;

@@ -701,6 +701,11 @@ impl Connection {
             elapsed.as_secs_f64(),
             sp.total
         );
+        if let Some(log) = &self.shared.activity {
+            let (passed, proofs, total) =
+                (sp.passed.into(), sp.proofs_sent.into(), sp.total.into());
+            log.record(passed, &sp.challenge_hash, proofs, elapsed, total);
+        }
         let info = FarmingInfo {
             challenge_hash: sp.challenge_hash,
             sp_hash: sp.sp_hash,

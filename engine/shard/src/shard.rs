@@ -1086,8 +1086,15 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             self.jobs.iter().filter(|(_, s)| s.job.deadline <= now).map(|(id, _)| *id).collect();
         // In id order, not the map's: a run replays exactly for a seed.
         expired.sort_unstable();
+        self.end_jobs(expired);
+        self.check_stuck(now);
+    }
+
+    /// Answers these jobs now with what they have (`TimedOut`, the plots not answered); their
+    /// reads stay owned by the backend until they complete.
+    fn end_jobs(&mut self, ids: Vec<JobId>) {
         let mut stuck = false;
-        for id in expired {
+        for id in ids {
             let Some(state) = self.take_job(id) else { continue };
             let unanswered = if state.started {
                 state.pending
@@ -1112,6 +1119,9 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             // but no new lookup may wait on them.
             self.by_block.clear();
         }
+    }
+
+    fn check_stuck(&mut self, now: Duration) {
         // Degraded means stuck, not slow: a read has been in the kernel for `read_stuck_after`
         // and in that time the disk completed nothing. A busy HDD whose queue makes reads wait
         // longer than that still completes a read every few milliseconds, so it is slow, not
@@ -1132,6 +1142,12 @@ impl<B: Backend, C: Clock> Shard<B, C> {
                 "disk degraded: a read has waited read_stuck_after with no read completed");
             let shard = self.config.name.clone();
             self.emit(Event::DiskDegraded { shard });
+            // Jobs running on the stuck disk cannot progress: answered now with what they
+            // have, not at their deadline (a farmer's signage point is not held up for them).
+            let mut running: Vec<JobId> =
+                self.jobs.iter().filter(|(_, s)| s.started).map(|(id, _)| *id).collect();
+            running.sort_unstable();
+            self.end_jobs(running);
             // Jobs still queued are held back: answered at once as rejected.
             let queued = std::mem::take(&mut self.proof_queue);
             for id in queued.into_iter().chain(std::mem::take(&mut self.queue)) {

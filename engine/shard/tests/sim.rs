@@ -6,12 +6,12 @@
 //! completion (the simulated disk asserts it); the shard's counters match the disk's.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use disk_io::Backend;
-use plot_format::{drive, Found, Goal, Mode, Plot};
+use plot_format::{Found, Goal, Mode, Plot};
 use shard::{Clock, Command, Event, Job, JobStatus, PlotKey, Shard, ShardConfig, Work};
 use sim_disk::{Faults, Latency, SimClock, SimConfig, SimDisk, SimHandle};
 
@@ -34,14 +34,7 @@ struct Fixture {
 }
 
 fn fixtures() -> Vec<Fixture> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/plots");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}: run scripts/make-fixtures.sh", dir.display()))
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("k18")))
-        .collect();
-    paths.sort();
-    paths
+    test_support::fixture_plots_named("k18")
         .into_iter()
         .map(|path| {
             let bytes = std::fs::read(&path).expect("read fixture");
@@ -51,15 +44,9 @@ fn fixtures() -> Vec<Fixture> {
         .collect()
 }
 
+/// The plain decoder's answer, from the fixture's bytes in memory.
 fn expected(f: &Fixture, challenge: &[u8; 32], goal: Goal, mode: Mode) -> Vec<Found> {
-    let mut lookup = f.plot.lookup(challenge, goal, mode);
-    let mut buf = Vec::new();
-    drive(&mut lookup, &mut buf, |r, buf| {
-        buf.extend_from_slice(&f.bytes[r.offset as usize..r.end() as usize]);
-        Ok::<(), ()>(())
-    })
-    .expect("memory");
-    lookup.into_outcome().expect("done").expect("ok")
+    test_support::plot::lookup_bytes(&f.plot, &f.bytes, challenge, goal, mode).expect("ok")
 }
 
 fn challenges(label: &str, n: u32) -> Vec<[u8; 32]> {
@@ -551,6 +538,36 @@ fn a_slow_disk_that_keeps_completing_reads_is_not_degraded() {
 
 /// A hung disk: jobs time out on their deadline, the disk is reported degraded, new jobs are
 /// rejected at once, and after the disk heals a probe read brings it back.
+/// Jobs running when the disk is found stuck cannot progress: they are answered then, with
+/// what they have, not at their (far) deadline; the disk is reported degraded once.
+#[test]
+fn jobs_running_on_a_stuck_disk_end_when_it_is_found_stuck() {
+    let fx = fixtures();
+    let mut hang = Faults::none();
+    hang.hang_probability = 1.0;
+    let mut rig = rig(12, hang, &fx, 16);
+    for (i, c) in challenges("sim-stuck-running", 3).iter().enumerate() {
+        let work =
+            Work::Qualities { challenge: *c, plots: None, mode: Mode::Chiapos, proofs: false };
+        rig.send(Job { id: i as u64, work, deadline: Duration::from_secs(10), reply: None });
+    }
+    let events = rig.run();
+    let degraded: Vec<Duration> = events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::DiskDegraded { .. }))
+        .map(|(at, _)| *at)
+        .collect();
+    assert_eq!(degraded.len(), 1, "{events:?}");
+    for (at, e) in &events {
+        if let Event::JobDone { status, .. } = e {
+            assert!(matches!(status, JobStatus::TimedOut { .. }), "{status:?}");
+            assert_eq!(*at, degraded[0], "answered when the disk was found stuck");
+        }
+    }
+    // read_stuck_after (90 ms) after the reads went out, far before the 10 s deadline.
+    assert!(degraded[0] < Duration::from_millis(200), "{:?}", degraded[0]);
+}
+
 #[test]
 fn hung_disk_degrades_rejects_and_recovers() {
     let fx = fixtures();
@@ -572,8 +589,10 @@ fn hung_disk_degrades_rejects_and_recovers() {
         matches!(status, JobStatus::TimedOut { unanswered } if unanswered == fx.len() as u32),
         "{status:?}"
     );
+    // At its deadline (100 ms), or earlier when the disk is found stuck first (a read out for
+    // read_stuck_after, 90 ms, with nothing completed).
     assert!(
-        at >= Duration::from_millis(100) && at <= Duration::from_millis(101),
+        at >= Duration::from_millis(90) && at <= Duration::from_millis(101),
         "answered at {at:?}"
     );
     assert!(events.iter().any(|(_, e)| matches!(e, Event::DiskDegraded { .. })));

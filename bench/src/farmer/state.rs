@@ -374,7 +374,6 @@ impl Farmer {
         std::mem::take(&mut self.stats)
     }
 
-    #[allow(clippy::too_many_arguments)] // the fields of one message, unpacked
     /// A harvester (with `harvester/2`) finished a challenge: its count must equal the
     /// `ChallengeResponse`s it sent for it, and nothing may follow.
     fn on_challenge_done(
@@ -409,6 +408,7 @@ impl Farmer {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // the fields of one message, unpacked
     fn on_challenge_response(
         &mut self,
         conn: ConnId,

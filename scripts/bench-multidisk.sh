@@ -43,60 +43,19 @@ done
 for v in "$disks" "$iops" "$challenges" "$copies" "$concurrency" "$deadline_ms" "$slow_iops" "$slow_seconds"; do
   [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "bench-multidisk: not a positive number: $v" >&2; exit 2; }
 done
-[[ $(id -u) -eq 0 ]] || { echo "bench-multidisk: needs root (loop devices, mount, cgroups)" >&2; exit 1; }
-cg_root=/sys/fs/cgroup/blkio
-[[ -f "$cg_root/blkio.throttle.read_iops_device" ]] ||
-  { echo "bench-multidisk: no cgroup-v1 blk-throttle at $cg_root" >&2; exit 1; }
+# shellcheck source=lib/loopdisk.sh
+source "$repo/scripts/lib/loopdisk.sh"
+say() { echo "bench-multidisk: $*" >&2; }
+why=$(loopdisk_unusable)
+[[ -z "$why" ]] || { say "$why"; exit 1; }
+cg_root=$loopdisk_cg_root
 
 prefix=bench-multidisk
 lab="$repo/target/$prefix"
 out="$repo/target/$prefix-results"
-say() { echo "bench-multidisk: $*" >&2; }
 
-# --- Cleanup, by prefix: cgroups (rules lifted first, so held reads complete), mounts, loops ---
-release_cgroup() {
-  local cg=$1 file dev rest tid rules
-  for file in blkio.throttle.read_bps_device blkio.throttle.read_iops_device; do
-    # Read whole first: lifting a rule rewrites the file being read.
-    rules=$(cat "$cg/$file")
-    while read -r dev rest; do
-      if [[ -n "$dev" ]]; then echo "$dev 0" >"$cg/$file" || say "$cg/$file: $dev 0 failed"; fi
-    done <<<"$rules"
-  done
-  for _ in $(seq 100); do
-    for tid in $(cat "$cg/tasks" 2>/dev/null); do echo "$tid" >"$cg_root/tasks" 2>/dev/null || true; done
-    rmdir "$cg" 2>/dev/null && return 0
-    [[ -d "$cg" ]] || return 0
-    sleep 0.05
-  done
-  say "cgroup $cg not removed"
-}
-unmount() {
-  local point=$1
-  for _ in $(seq 30); do
-    umount "$point" 2>/dev/null && return 0
-    awk -v p="$point" '$5 == p { found = 1 } END { exit !found }' /proc/self/mountinfo || return 0
-    sleep 0.1
-  done
-  say "$point busy, detaching lazily"
-  umount -l "$point"
-}
-clean() {
-  local cg point sys backing
-  for cg in "$cg_root/$prefix"-*/; do
-    if [[ -d "$cg" ]]; then release_cgroup "${cg%/}"; fi
-  done
-  for point in $(awk -v d="$lab/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
-    unmount "$point" || say "umount $point failed"
-  done
-  for sys in /sys/block/loop*; do
-    backing=$(cat "$sys/loop/backing_file" 2>/dev/null) || continue
-    if [[ "$backing" == "$lab/"* ]]; then
-      losetup -d "/dev/${sys##*/}" || say "losetup -d ${sys##*/} failed"
-    fi
-  done
-  rm -rf "$lab"
-}
+# --- Cleanup, by prefix (scripts/lib/loopdisk.sh): cgroups, mounts, loop devices, the lab ---
+clean() { loopdisk_clean "$prefix" "$lab"; }
 on_exit() {
   local rc=$?
   trap - EXIT INT TERM
@@ -122,24 +81,9 @@ python=$("$repo/scripts/oracle-venv.sh" | tail -n 1)
 
 # --- The disks: image, loop device, ext4, mount, plots, a throttled cgroup ---
 mkdir -p "$lab" "$out"
-mounts=() devnos=() cgroups=() names=()
-for ((i = 0; i < disks; i++)); do
-  img="$lab/$prefix-d$i.img"
-  mnt="$lab/$prefix-d$i.mnt"
-  truncate -s 64M "$img"
-  dev=$(losetup --find --show "$img")
-  name=${dev#/dev/}
-  mkfs.ext4 -q -F -b 4096 -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$dev"
-  mkdir -p "$mnt"
-  mount -t ext4 -o noatime "$dev" "$mnt"
-  cp "${plots[@]}" "$mnt/"
-  sync -f "$mnt"
-  cg="$cg_root/$prefix-$name"
-  mkdir "$cg"
-  devno=$(cat "/sys/block/$name/dev")
-  echo "$devno $iops" >"$cg/blkio.throttle.read_iops_device"
-  mounts+=("$mnt") devnos+=("$devno") cgroups+=("$cg") names+=("$name")
-done
+for ((i = 0; i < disks; i++)); do loopdisk_add "$prefix" "$lab" "$i" "$iops" "${plots[@]}"; done
+mounts=("${loopdisk_mounts[@]}") devnos=("${loopdisk_devnos[@]}")
+cgroups=("${loopdisk_cgroups[@]}") names=("${loopdisk_names[@]}")
 say "disks: ${names[*]} (${iops} read IOPS each), plots: ${plots[*]##*/} x $copies copies"
 
 # Reads the kernel serviced for each disk in its cgroup (blkio.throttle.io_serviced, Read).

@@ -263,52 +263,12 @@ sweep_mode() {
   done
 }
 
-# --- disks: loop devices throttled with cgroup-v1 blkio (after scripts/bench-multidisk.sh) ---
-cg_root=/sys/fs/cgroup/blkio
+# --- disks: loop devices throttled with cgroup-v1 blkio (scripts/lib/loopdisk.sh) ---
+# shellcheck source=lib/loopdisk.sh
+source "$repo/scripts/lib/loopdisk.sh"
 prefix=sweep-disks
 lab="$repo/target/$prefix"
-release_cgroup() {
-  local cg=$1 file dev rest tid
-  for file in blkio.throttle.read_bps_device blkio.throttle.read_iops_device; do
-    while read -r dev rest; do
-      if [[ -n "$dev" ]]; then echo "$dev 0" >"$cg/$file" || say "$cg/$file: $dev 0 failed"; fi
-    done <"$cg/$file"
-  done
-  for _ in $(seq 100); do
-    for tid in $(cat "$cg/tasks" 2>/dev/null); do echo "$tid" >"$cg_root/tasks" 2>/dev/null || true; done
-    rmdir "$cg" 2>/dev/null && return 0
-    [[ -d "$cg" ]] || return 0
-    sleep 0.05
-  done
-  say "cgroup $cg not removed"
-}
-unmount() {
-  local point=$1
-  for _ in $(seq 30); do
-    umount "$point" 2>/dev/null && return 0
-    awk -v p="$point" '$5 == p { found = 1 } END { exit !found }' /proc/self/mountinfo || return 0
-    sleep 0.1
-  done
-  say "$point busy, detaching lazily"
-  umount -l "$point"
-}
-clean_disks() {
-  local cg point sys backing
-  [[ $(id -u) -eq 0 && -d "$cg_root" ]] || return 0
-  for cg in "$cg_root/$prefix"-*/; do
-    if [[ -d "$cg" ]]; then release_cgroup "${cg%/}"; fi
-  done
-  for point in $(awk -v d="$lab/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
-    unmount "$point" || say "umount $point failed"
-  done
-  for sys in /sys/block/loop*; do
-    backing=$(cat "$sys/loop/backing_file" 2>/dev/null) || continue
-    if [[ "$backing" == "$lab/"* ]]; then
-      losetup -d "/dev/${sys##*/}" || say "losetup -d ${sys##*/} failed"
-    fi
-  done
-  rm -rf "$lab"
-}
+clean_disks() { loopdisk_clean "$prefix" "$lab"; }
 disks_made=0
 on_exit() {
   local rc=$?
@@ -327,9 +287,9 @@ trap 'exit 143' TERM
 sweep_disks() {
   local ndisks=4 iops=150 copies=5 challenges=60 qd=16 conc=4 i n
   [[ $quick -eq 0 ]] || { copies=1; challenges=4; }
-  [[ $(id -u) -eq 0 ]] || { say "disks: needs root (loop devices, mount, cgroups)"; return 1; }
-  [[ -f "$cg_root/blkio.throttle.read_iops_device" ]] ||
-    { say "disks: no cgroup-v1 blk-throttle at $cg_root"; return 1; }
+  local why
+  why=$(loopdisk_unusable)
+  [[ -z "$why" ]] || { say "disks: $why"; return 1; }
   local plots=()
   mapfile -t plots < <(ls "$fixtures"/k18-*.plot | head -n 2)
   param disks "loop devices (ext4 on 64 MiB image files on the machine's disk), each in its own cgroup-v1 blkio group limited to $iops read IOPS (blkio.throttle.read_iops_device), one shard per disk whose thread joins its disk's group"
@@ -343,24 +303,9 @@ sweep_disks() {
   clean_disks # what a killed run left
   disks_made=1
   mkdir -p "$lab"
-  local mounts=() devnos=() cgroups=() img mnt dev name cg devno
-  for ((i = 0; i < ndisks; i++)); do
-    img="$lab/$prefix-d$i.img"
-    mnt="$lab/$prefix-d$i.mnt"
-    truncate -s 64M "$img"
-    dev=$(losetup --find --show "$img")
-    name=${dev#/dev/}
-    mkfs.ext4 -q -F -b 4096 -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$dev"
-    mkdir -p "$mnt"
-    mount -t ext4 -o noatime "$dev" "$mnt"
-    cp "${plots[@]}" "$mnt/"
-    sync -f "$mnt"
-    cg="$cg_root/$prefix-$name"
-    mkdir "$cg"
-    devno=$(cat "/sys/block/$name/dev")
-    echo "$devno $iops" >"$cg/blkio.throttle.read_iops_device"
-    mounts+=("$mnt") devnos+=("$devno") cgroups+=("$cg")
-  done
+  for ((i = 0; i < ndisks; i++)); do loopdisk_add "$prefix" "$lab" "$i" "$iops" "${plots[@]}"; done
+  local mounts=("${loopdisk_mounts[@]}") devnos=("${loopdisk_devnos[@]}")
+  local cgroups=("${loopdisk_cgroups[@]}")
   say "disks: ${mounts[*]##*/} ($iops read IOPS each)"
   serviced() { # reads the throttle counted, all groups of the first $1 disks
     local j total=0 v

@@ -4,8 +4,9 @@
 //!
 //! Fairness:
 //! - Both sides read the whole plot from a `Vec<u8>` held in memory (no file I/O): ours
-//!   through `plot_format::drive`, theirs through a `PlotFile` whose "file" is a
-//!   `std::io::Cursor` over the same bytes (tokio implements `AsyncRead`/`AsyncSeek` for it).
+//!   through `plot_format::drive` (`test_support::plot::drive_bytes`), theirs through a
+//!   `PlotFile` whose "file" is a `std::io::Cursor` over the same bytes (tokio implements
+//!   `AsyncRead`/`AsyncSeek` for it).
 //! - `dg_xch_pos` is async (tokio). One current-thread runtime is created once, outside every
 //!   timed loop, and each timed iteration is a `block_on` of one lookup; nothing in it ever
 //!   waits (the cursor is always ready), so the runtime cost is the future polling only.
@@ -28,7 +29,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use dg_xch_core::plots::{PlotFile, PlotHeader, PlotTable};
 use dg_xch_core::traits::SizedBytes;
 use dg_xch_pos::plots::plot_reader::{read_plot_header, PlotReader};
-use plot_format::{drive, Found, Goal, Mode, Plot};
+use plot_format::{Found, Goal, Mode, Plot};
+use test_support::plot::drive_bytes;
 use tokio::sync::Mutex;
 
 /// An in-memory plot for `dg_xch_pos`: the header it parsed and a cursor over the bytes.
@@ -114,13 +116,8 @@ fn sample() -> Sample {
 }
 
 fn ours(s: &Sample, challenge: &[u8; 32], goal: Goal, buf: &mut Vec<u8>) -> Vec<Found> {
-    let mut lookup = s.plot.lookup(challenge, goal, Mode::Chiapos);
-    drive(&mut lookup, buf, |r, buf| {
-        buf.extend_from_slice(&s.bytes[r.offset as usize..r.end() as usize]);
-        Ok::<(), ()>(())
-    })
-    .expect("memory reads");
-    lookup.into_outcome().expect("done").expect("our lookup succeeds")
+    let lookup = s.plot.lookup(challenge, goal, Mode::Chiapos);
+    drive_bytes(lookup, &s.bytes, buf).expect("our lookup succeeds")
 }
 
 fn not_found<T>(r: std::io::Result<Vec<T>>) -> Vec<T> {

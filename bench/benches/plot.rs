@@ -4,7 +4,8 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use plot_format::layout::Geometry;
-use plot_format::{drive, fse, park, Goal, Mode, Plot};
+use plot_format::{fse, park, Goal, Mode, Plot};
+use test_support::plot::drive_bytes;
 
 struct Sample {
     bytes: Vec<u8>,
@@ -17,13 +18,7 @@ fn sample() -> Sample {
 }
 
 fn run(s: &Sample, challenge: &[u8; 32], goal: Goal, mode: Mode, buf: &mut Vec<u8>) -> usize {
-    let mut lookup = s.plot.lookup(challenge, goal, mode);
-    drive(&mut lookup, buf, |r, buf| {
-        buf.extend_from_slice(&s.bytes[r.offset as usize..r.end() as usize]);
-        Ok::<(), ()>(())
-    })
-    .expect("memory reads");
-    lookup.into_outcome().map_or(0, |o| o.map_or(0, |f| f.len()))
+    drive_bytes(s.plot.lookup(challenge, goal, mode), &s.bytes, buf).map_or(0, |f| f.len())
 }
 
 fn challenges(n: u32) -> Vec<[u8; 32]> {
@@ -79,13 +74,8 @@ fn benches(c: &mut Criterion) {
     // Verify: the proofs of the sample challenges.
     let mut proofs = Vec::new();
     for ch in &set {
-        let mut lookup = s.plot.lookup(ch, Goal::QualitiesAndProofs, Mode::Complete);
-        drive(&mut lookup, &mut buf, |r, buf| {
-            buf.extend_from_slice(&s.bytes[r.offset as usize..r.end() as usize]);
-            Ok::<(), ()>(())
-        })
-        .expect("memory reads");
-        for f in lookup.into_outcome().expect("done").expect("found") {
+        let lookup = s.plot.lookup(ch, Goal::QualitiesAndProofs, Mode::Complete);
+        for f in drive_bytes(lookup, &s.bytes, &mut buf).expect("found") {
             proofs.push((*ch, f.proof.expect("asked")));
         }
     }

@@ -164,7 +164,7 @@ fn soak_short_every_answer_valid_and_rss_and_open_files_flat() {
     let sample: Vec<&str> = lines.iter().skip(offset).step_by(step).map(String::as_str).collect();
     let sample_path = tmp.0.join("dump-sample.jsonl");
     std::fs::write(&sample_path, sample.join("\n") + "\n").expect("sample written");
-    let out = Command::new(repo().join(".venv/bin/python"))
+    let out = Command::new(test_support::oracle_python())
         .arg(repo().join("scripts/oracle.py"))
         .args(["check-answers", "--file"])
         .arg(&sample_path)

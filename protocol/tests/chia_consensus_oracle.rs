@@ -2,13 +2,12 @@
 //! computed at test time by chia's own functions (`scripts/chia_oracle.py`, run with the
 //! python of the chia venv), on inputs drawn here from a fixed seed.
 //!
-//! The venv: `CHIA_PYTHON` if set, otherwise the last stdout line of `scripts/chia-venv.sh`
-//! (which makes the venv when it is missing). Without it these tests fail; they never skip.
+//! The venv: `test_support::chia_python()`, i.e. `CHIA_PYTHON` if set, otherwise the last stdout
+//! line of `scripts/chia-venv.sh` (which makes the venv when it is missing). Without it these
+//! tests fail; they never skip.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 use protocol::chia::consensus::{
     calculate_iterations_quality, calculate_pos_challenge, calculate_prefix_bits,
@@ -19,55 +18,10 @@ use serde_json::{json, Map, Value};
 
 type Bytes32 = [u8; 32];
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("workspace root")
-}
-
-/// The chia venv's python, found (or made) once per test binary.
-fn chia_python() -> &'static Path {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        if let Some(python) = std::env::var_os("CHIA_PYTHON") {
-            let python = PathBuf::from(python);
-            assert!(
-                python.exists(),
-                "CHIA_PYTHON={} does not exist: point it at the python of a venv with \
-                 chia-blockchain 2.7.5, or unset it to use scripts/chia-venv.sh",
-                python.display()
-            );
-            return python;
-        }
-        let root = workspace_root();
-        let out = Command::new("bash")
-            .arg(root.join("scripts/chia-venv.sh"))
-            .current_dir(&root)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run scripts/chia-venv.sh");
-        assert!(
-            out.status.success(),
-            "the chia-blockchain 2.7.5 venv is missing and scripts/chia-venv.sh could not make \
-             it ({}); these tests need it (CI installs it): run scripts/chia-venv.sh, or set \
-             CHIA_PYTHON to a python with chia-blockchain 2.7.5\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8(out.stdout).expect("chia-venv.sh prints UTF-8");
-        let python =
-            PathBuf::from(stdout.lines().last().expect("chia-venv.sh prints a path").trim());
-        assert!(
-            python.exists(),
-            "scripts/chia-venv.sh printed {}, which does not exist",
-            python.display()
-        );
-        python
-    })
-}
-
 /// chia's answers to `cases` (one JSON object each), in order.
 fn oracle(cases: &[Value]) -> Vec<Value> {
-    let mut child = Command::new(chia_python())
-        .arg(workspace_root().join("scripts/chia_oracle.py"))
+    let mut child = Command::new(test_support::chia_python())
+        .arg(test_support::repo().join("scripts/chia_oracle.py"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -339,18 +339,12 @@ fn check_each(file: &TestFile, ops: &[ReadOp], done: &[disk_io::Completion]) {
 fn uring_drain_alone_takes_reads_that_finished() {
     let (file, mut backend, ops) = uring_with_64_reads_pushed("uring-drain", 22);
     backend.submit_and_wait(None).expect("submit");
-    let started = std::time::Instant::now();
     let mut done = Vec::new();
-    while done.len() < ops.len() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "drain alone took {} of {} finished reads",
-            done.len(),
-            ops.len()
-        );
-        std::thread::sleep(Duration::from_millis(5));
+    let all_taken = test_support::wait_until(Duration::from_secs(30), || {
         backend.drain(&mut done);
-    }
+        done.len() >= ops.len()
+    });
+    assert!(all_taken, "drain alone took {} of {} finished reads", done.len(), ops.len());
     assert_eq!(backend.in_flight(), 0);
     check_each(&file, &ops, &done);
 }

@@ -7,128 +7,71 @@
 //! files keep working; `close` holds the fd; `drop` gives up after `drop_wait_max` and leaks the
 //! buffer instead of freeing memory the kernel will write later; the late write lands harmlessly.
 //!
-//! Needs root, `/dev/loop-control`, `losetup` and `/sys/fs/cgroup/blkio`; skipped otherwise (a failure under
-//! `HARVESTER_REQUIRE_FACILITIES=1`, as in CI).
+//! Needs root, `/dev/loop-control`, `losetup` and cgroup-v1 blkio; skipped otherwise (a failure
+//! under `HARVESTER_REQUIRE_FACILITIES=1`, as in CI). The loop device and the cgroup are a
+//! `test_support::loopdisk::Lab`'s, removed by it also when the test fails.
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{finish_all, scratch_dir, TestFile};
 use disk_io::uring::{leaked_buffer_bytes, UringBackend, UringConfig};
 use disk_io::{Backend, DirectIo, ReadOp};
+use test_support::loopdisk::{self, CgRoot, CgVersion, Lab, LoopDisk, Rule};
 
-const BLKIO: &str = "/sys/fs/cgroup/blkio";
+/// Prefix of the loop device's cgroup (`<prefix>-<pid>-<tag>`).
+const PREFIX: &str = "disk-io-stuck";
 
-struct LoopDevice {
-    device: PathBuf,
-    major_minor: String,
-    _backing: TestFile,
-}
-
-impl LoopDevice {
-    fn attach(backing: TestFile) -> Option<LoopDevice> {
-        let out = Command::new("losetup")
-            .args(["-f", "--show", "--direct-io=on"])
-            .arg(&backing.path)
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            eprintln!("losetup: {}", String::from_utf8_lossy(&out.stderr));
-            return None;
-        }
-        let device = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        let name = device.file_name()?.to_string_lossy().into_owned();
-        let major_minor =
-            std::fs::read_to_string(format!("/sys/block/{name}/dev")).ok()?.trim().to_owned();
-        Some(LoopDevice { device, major_minor, _backing: backing })
+/// What the test needs; the reason when something is missing (cgroup v1 only: the stuck read
+/// must be held for this thread alone).
+fn requirements() -> Result<CgRoot, String> {
+    loopdisk::loop_devices_usable()?;
+    match loopdisk::throttle_root()? {
+        root if root.version == CgVersion::V1 => Ok(root),
+        root => Err(format!("no cgroup-v1 blkio (only {})", root.root.display())),
     }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
-    }
-}
-
-/// This thread in a blkio cgroup that throttles the loop device; undone on drop.
-struct Throttle {
-    dir: PathBuf,
-    major_minor: String,
-}
-
-impl Throttle {
-    fn stick(major_minor: &str) -> Option<Throttle> {
-        let dir = Path::new(BLKIO).join(format!("disk-io-stuck-{}", std::process::id()));
-        std::fs::create_dir(&dir).ok()?;
-        let throttle = Throttle { dir, major_minor: major_minor.to_owned() };
-        throttle.set_bps(1).ok()?;
-        std::fs::write(throttle.dir.join("tasks"), thread_id()).ok()?;
-        Some(throttle)
-    }
-
-    fn set_bps(&self, bps: u64) -> std::io::Result<()> {
-        let rule = format!("{} {bps}", self.major_minor);
-        std::fs::write(self.dir.join("blkio.throttle.read_bps_device"), rule)
-    }
-}
-
-impl Drop for Throttle {
-    fn drop(&mut self) {
-        let _ = self.set_bps(0); // releases held reads
-        let _ = std::fs::write(Path::new(BLKIO).join("tasks"), thread_id());
-        for _ in 0..200 {
-            if std::fs::remove_dir(&self.dir).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("could not remove {}", self.dir.display());
-    }
-}
-
-/// The kernel id of this thread, from `/proc/thread-self` ("PID/task/TID").
-fn thread_id() -> String {
-    let link = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
-    link.file_name().expect("tid").to_string_lossy().into_owned()
-}
-
-fn available() -> bool {
-    // Whether we may create a cgroup shows only when trying (`Throttle::stick`).
-    Path::new("/dev/loop-control").exists()
-        && Path::new(BLKIO).join("tasks").exists()
-        && Command::new("losetup").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 #[test]
 fn a_stuck_read_is_owned_until_its_cqe_and_drop_leaks_it() {
-    if !available() {
-        test_support::facility_missing(
-            "stuck_disk",
-            "needs root, loop devices and cgroup-v1 blkio",
-        );
-        return;
-    }
+    let cg_root = match requirements() {
+        Ok(root) => root,
+        Err(why) => {
+            test_support::facility_missing(
+                "stuck_disk",
+                &format!("needs root, loop devices and cgroup-v1 blkio: {why}"),
+            );
+            return;
+        }
+    };
     let dir = scratch_dir();
     let healthy = TestFile::new(&dir, "stuck-healthy", 1 << 20, 30);
-    let Some(device) = LoopDevice::attach(TestFile::new(&dir, "stuck-backing", 16 << 20, 31))
-    else {
-        test_support::facility_missing("stuck_disk", "no free loop device");
-        return;
+    let backing = TestFile::new(&dir, "stuck-backing", 16 << 20, 31);
+    // Declared after the files, so dropped (the device detached) before them.
+    let mut lab = Lab::new(PREFIX, "stuck", &dir);
+    let device = match lab.attach(&backing.path, &["--direct-io=on"]) {
+        Ok(device) => device,
+        Err(e) => {
+            eprintln!("losetup: {e}");
+            test_support::facility_missing("stuck_disk", "no free loop device");
+            return;
+        }
     };
     let mut config = UringConfig::new(8);
     config.drop_wait_max = Duration::from_millis(500);
     let mut backend = UringBackend::with_config(config).expect("ring");
-    let stuck = backend.open(&device.device, DirectIo::Prefer).expect("open loop device");
+    let stuck = backend.open(&device.dev, DirectIo::Prefer).expect("open loop device");
     let good = backend.open(&healthy.path, DirectIo::Prefer).expect("open");
     assert!(stuck.direct, "{stuck:?}");
 
-    let Some(throttle) = Throttle::stick(&device.major_minor) else {
+    // This thread in a blkio cgroup that throttles the loop device to 1 byte/s.
+    let Ok(cgroup) = lab.make_cgroup(&cg_root) else {
         test_support::facility_missing("stuck_disk", "cannot create a blkio cgroup");
         return;
     };
+    cgroup.set(device.devno(), Rule::ReadBps(1));
+    cgroup.joiner().join().expect("this thread joins the cgroup");
     backend.push(ReadOp { tag: 1, file: stuck.id, offset: 1 << 20, len: 4096 }).expect("room");
     // The caller's deadline: it stops waiting, the backend keeps the read and its buffer.
     let started = Instant::now();
@@ -171,15 +114,28 @@ fn a_stuck_read_is_owned_until_its_cqe_and_drop_leaks_it() {
 
     // Release the disk: the late read lands in the leaked buffer; allocations stay intact.
     let canaries: Vec<Vec<u8>> = (0..64).map(|_| vec![0x5Au8; 4096]).collect();
-    drop(throttle);
-    std::thread::sleep(Duration::from_millis(200));
+    let reads_before = reads_completed(&device);
+    lab.release_cgroup(); // lifts the limit (releasing the held read), this thread back home
+    test_support::wait_for(
+        &format!("the held read to complete on {}", device.dev.display()),
+        Duration::from_secs(10),
+        || reads_completed(&device) > reads_before,
+    );
     assert!(canaries.iter().all(|c| c.iter().all(|&b| b == 0x5A)));
 
     // The disk works again for a new backend.
     let mut backend = UringBackend::new(4).expect("ring");
-    let again = backend.open(&device.device, DirectIo::Prefer).expect("open");
+    let again = backend.open(&device.dev, DirectIo::Prefer).expect("open");
     backend.push(ReadOp { tag: 3, file: again.id, offset: 4096, len: 100 }).expect("room");
     let done = finish_all(&mut backend);
-    let want = &device._backing.bytes[4096..4196];
+    let want = &backing.bytes[4096..4196];
     assert_eq!(done[0].result.as_ref().expect("read").bytes(), want);
+}
+
+/// Reads the device has completed (`/sys/block/loopN/stat`, field 1): a read held by the
+/// throttle counts once it is done.
+fn reads_completed(device: &LoopDisk) -> u64 {
+    let path = format!("/sys/block/{}/stat", device.sysfs_name());
+    let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    stat.split_whitespace().next().and_then(|n| n.parse().ok()).expect("reads completed")
 }

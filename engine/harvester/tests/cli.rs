@@ -1,25 +1,9 @@
 //! The CLI contract (`prove`, `verify`, `check`) end to end, against the reference oracle.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
-}
-
-fn python() -> PathBuf {
-    let p = std::env::var_os("ORACLE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv/bin/python"));
-    assert!(p.exists(), "oracle missing ({}): run scripts/oracle-venv.sh", p.display());
-    p
-}
-
-fn fixtures() -> PathBuf {
-    let dir = root().join("fixtures");
-    assert!(dir.join("manifest.json").exists(), "run scripts/make-fixtures.sh");
-    dir
-}
+use test_support::{fixtures, oracle_python, repo};
 
 fn harvester() -> Command {
     Command::new(env!("CARGO_BIN_EXE_harvester"))
@@ -44,14 +28,14 @@ fn prove_matches_chiapos_on_an_unseen_plot() {
         (nanos >> (i % 16 * 8)) as u8 ^ (i as u8).wrapping_mul(37)
     });
     let plot = dir.join("unseen.plot");
-    let oracle = root().join("scripts/oracle.py");
-    let made = Command::new(python())
+    let oracle = repo().join("scripts/oracle.py");
+    let made = Command::new(oracle_python())
         .args([oracle.as_os_str(), "make-plot".as_ref(), "--out".as_ref(), plot.as_os_str()])
         .args(["--k", "18", "--id", &hex::encode(id)])
         .output()
         .expect("oracle runs");
     assert!(made.status.success(), "make-plot: {}", String::from_utf8_lossy(&made.stderr));
-    let out = Command::new(python())
+    let out = Command::new(oracle_python())
         .args([oracle.as_os_str(), "compare-prove".as_ref(), "--harvester".as_ref()])
         .arg(env!("CARGO_BIN_EXE_harvester"))
         .args(["--plots".as_ref(), plot.as_os_str(), "--challenges".as_ref(), "150".as_ref()])

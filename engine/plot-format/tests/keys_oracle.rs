@@ -1,10 +1,9 @@
 //! Differential test of `plot_format::keys` against the reference implementation (blspy, the
 //! library chia-blockchain used for these keys), run at test time through the oracle venv.
 //!
-//! Python is `$ORACLE_PYTHON`, else `<workspace>/.venv/bin/python`; without it the test fails
-//! and says to run `scripts/oracle-venv.sh`.
+//! Python is `test_support::oracle_python()` (`$ORACLE_PYTHON`, else `<workspace>/.venv`);
+//! without it the test fails and says to run `scripts/oracle-venv.sh`.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use plot_format::keys::{
@@ -104,23 +103,8 @@ for v in req.get("verify", []):
 print(json.dumps(out))
 "#;
 
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("ORACLE_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    let p = root.join(".venv/bin/python");
-    assert!(
-        p.exists(),
-        "oracle python not found at {} (and ORACLE_PYTHON is not set): run scripts/oracle-venv.sh \
-         from the workspace root to create the venv with blspy==2.0.3 and chiapos==2.0.12",
-        p.display()
-    );
-    p
-}
-
 fn oracle(request: &Value) -> Value {
-    let python = python();
+    let python = test_support::oracle_python();
     let out = Command::new(&python)
         .arg("-c")
         .arg(ORACLE)

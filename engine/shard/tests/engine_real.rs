@@ -10,17 +10,6 @@ use disk_io::{pread::PreadBackend, uring::UringBackend, Backend, DirectIo};
 use plot_format::{Found, Goal, Mode, Plot};
 use shard::{Command, Event, Job, JobStatus, MonotonicClock, PlotKey, Shard, ShardConfig, Work};
 
-fn fixture_plots() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/plots");
-    let mut plots: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}: run scripts/make-fixtures.sh", dir.display()))
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "plot"))
-        .collect();
-    plots.sort();
-    plots
-}
-
 fn open(path: &Path) -> (File, Plot) {
     shard::open_plot(path).expect("valid plot")
 }
@@ -99,7 +88,7 @@ where
     B: Backend + 'static,
     F: FnOnce() -> std::io::Result<B> + Send + 'static,
 {
-    let plots = fixture_plots();
+    let plots = test_support::fixture_plots();
     let opened: Vec<(File, Plot)> = plots.iter().map(|p| open(p)).collect();
     let set = challenges(60);
     let mut jobs = Vec::new();

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
@@ -226,12 +226,10 @@ fn recorder_writes_every_interval_and_a_last_one() {
         vec![("vda".to_string(), snapshot.clone())]
     };
     let recorder = hlog::spawn_recorder(&path, Duration::from_millis(50), source).unwrap();
-    std::thread::sleep(Duration::from_millis(150));
     // No timing assumption: wait (bounded) for two intervals, however slow the machine.
-    let waited = Instant::now();
-    while calls.load(Ordering::SeqCst) < 2 && waited.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    test_support::wait_for("two intervals recorded", Duration::from_secs(30), || {
+        calls.load(Ordering::SeqCst) >= 2
+    });
     recorder.finish().unwrap();
 
     let calls = calls.load(Ordering::SeqCst);

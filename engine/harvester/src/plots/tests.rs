@@ -1,11 +1,12 @@
-//! Plot manager tests on real files: the fixture plots of `fixtures/` (made by the reference
-//! plotter, described by `fixtures/manifest.json`) copied into temporary folders.
+//! Plot manager tests on real files: the fixture plots (`test_support::fixtures()`, made by the
+//! reference plotter, described by `manifest.json`) copied into temporary folders.
 
 use std::fs;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use plot_format::keys::{aggregate_signatures, derive_path, key_gen, verify_aug, FARMER_SK_PATH};
 use sha2::{Digest, Sha256};
+use test_support::fixtures;
 
 use super::*;
 
@@ -32,10 +33,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
     }
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
 
 /// One manifest entry.

@@ -1,43 +1,22 @@
 //! Test support: the fixture plots, the reference oracle (chiapos in a Python venv) and an
-//! in-memory driver for the sans-IO lookups.
+//! in-memory driver for the sans-IO lookups (found and run by `test_support`, as in every
+//! crate's tests).
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use plot_format::{drive, Found, Goal, Mode, Plot, PlotError, PlotOpener};
+use plot_format::{Found, Goal, Mode, Plot, PlotError};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root exists")
-}
-
-pub fn oracle_python() -> PathBuf {
-    let python = std::env::var_os("ORACLE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    assert!(
-        python.exists(),
-        "the reference oracle is missing ({}): run scripts/oracle-venv.sh",
-        python.display()
-    );
-    python
-}
-
-pub fn fixtures_dir() -> PathBuf {
-    std::env::var_os("HARVESTER_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("fixtures"))
-}
+pub use test_support::oracle_python;
+pub use test_support::plot::{lookup_bytes, open_bytes};
 
 /// The fixture manifest written by `scripts/oracle.py make-fixtures`.
 pub fn manifest() -> Value {
-    let path = fixtures_dir().join("manifest.json");
+    let path = test_support::fixtures().join("manifest.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e}: run scripts/make-fixtures.sh", path.display()));
     serde_json::from_str(&text).expect("manifest is JSON")
@@ -59,7 +38,7 @@ pub fn fixtures() -> Vec<Fixture> {
         .iter()
         .map(|p| Fixture {
             name: p["name"].as_str().expect("name").to_string(),
-            path: fixtures_dir().join(p["path"].as_str().expect("path")),
+            path: test_support::fixtures().join(p["path"].as_str().expect("path")),
             k: p["k"].as_u64().expect("k") as u8,
             id_matches_memo: p["id_matches_memo"].as_bool().unwrap_or(true),
             entry: p.clone(),
@@ -70,7 +49,7 @@ pub fn fixtures() -> Vec<Fixture> {
 /// Runs `scripts/oracle.py <command>` with `input` as JSON on stdin.
 pub fn oracle(command: &str, input: &Value) -> Value {
     let mut child = Command::new(oracle_python())
-        .arg(workspace_root().join("scripts/oracle.py"))
+        .arg(test_support::repo().join("scripts/oracle.py"))
         .arg(command)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -150,18 +129,6 @@ pub struct MemPlot {
     pub plot: Plot,
 }
 
-pub fn open_bytes(bytes: &[u8]) -> Result<Plot, PlotError> {
-    let mut opener = PlotOpener::new(bytes.len() as u64);
-    loop {
-        let r = opener.next_read();
-        let end = (r.end() as usize).min(bytes.len());
-        let start = (r.offset as usize).min(end);
-        if let Some(plot) = opener.supply(&bytes[start..end])? {
-            return Ok(plot);
-        }
-    }
-}
-
 impl MemPlot {
     pub fn load(path: &Path) -> MemPlot {
         let bytes = std::fs::read(path).expect("fixture readable");
@@ -177,29 +144,6 @@ impl MemPlot {
     ) -> Result<Vec<Found>, PlotError> {
         lookup_bytes(&self.plot, &self.bytes, challenge, goal, mode)
     }
-}
-
-/// Runs a lookup against bytes; reads past the end come back short (an error, not a panic).
-pub fn lookup_bytes(
-    plot: &Plot,
-    bytes: &[u8],
-    challenge: &[u8; 32],
-    goal: Goal,
-    mode: Mode,
-) -> Result<Vec<Found>, PlotError> {
-    let mut lookup = plot.lookup(challenge, goal, mode);
-    let mut buf = Vec::new();
-    let mut reads = 0u32;
-    drive(&mut lookup, &mut buf, |r, buf| {
-        reads += 1;
-        assert!(reads < 100_000, "a lookup must not loop");
-        let end = (r.end() as usize).min(bytes.len());
-        let start = (r.offset as usize).min(end);
-        buf.extend_from_slice(&bytes[start..end]);
-        Ok::<(), ()>(())
-    })
-    .expect("memory reads do not fail");
-    lookup.into_outcome().expect("driven to the end")
 }
 
 /// Deterministic pseudo-random challenges: SHA-256 of a label and a counter.

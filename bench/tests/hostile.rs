@@ -27,6 +27,9 @@ use tokio::sync::mpsc;
 
 /// Deadline of every single wait (a message, a connection, a metric).
 const WAIT: Duration = Duration::from_secs(30);
+/// The two tests that load the machine on purpose (an overload, a proof burst) run one at a
+/// time: each measures what the harvester does under its own load, not under the other's.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// A quality no plot announces: the barrier request asks for its proof.
 const BARRIER_QUALITY: Bytes32 = [0xEE; 32];
 /// Resident memory the daemon must stay under, whatever the farmer does.
@@ -262,6 +265,7 @@ fn challenge_flood_is_bounded_and_nothing_is_lost_or_duplicated() {
 
 #[test]
 fn overload_beyond_the_disks_is_bounded_and_counted() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
     const CHALLENGES: u32 = 500;
     const COPIES_PER_PLOT: usize = 100;
     const PACE_BURST: usize = 10;
@@ -438,6 +442,7 @@ fn overload_beyond_the_disks_is_bounded_and_counted() {
 /// each request, never a disk error, and every `Busy` request is served when asked again.
 #[test]
 fn a_proof_burst_gets_every_proof_and_busy_beyond_the_queue() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
     const CHALLENGES: u32 = 150;
     const QUEUE: usize = 64;
     let tmp = TempDir::new("hostile-burst");

@@ -79,15 +79,15 @@ struct FarmerKeys {
 }
 
 /// Whether and how a served plot can be farmed for this farmer.
-enum Farmable<'a> {
-    Yes(&'a plot_format::keys::PlotKeys),
+enum Farmable {
+    Yes,
     /// Keys the farmer does not have.
     KeysMissing,
     /// Not farmable by a chia farmer, whatever its keys (the reason).
     Invalid(String),
 }
 
-fn farmable<'a>(info: &'a PlotInfo, keys: &FarmerKeys, root: &ChiaRoot) -> Farmable<'a> {
+fn farmable(info: &PlotInfo, keys: &FarmerKeys, root: &ChiaRoot) -> Farmable {
     let c = &root.constants;
     if info.k < c.min_plot_size_v1 || info.k > c.max_plot_size_v1 {
         return Farmable::Invalid(format!(
@@ -103,7 +103,7 @@ fn farmable<'a>(info: &'a PlotInfo, keys: &FarmerKeys, root: &ChiaRoot) -> Farma
     }
     match &info.pool {
         PoolKey::PublicKey(pk) if !keys.pool.contains(pk) => Farmable::KeysMissing,
-        _ => Farmable::Yes(plot_keys),
+        _ => Farmable::Yes,
     }
 }
 
@@ -467,8 +467,8 @@ impl Connection {
         for info in registry.plots.values() {
             let path = info.path.display().to_string();
             match farmable(info, keys, &self.root) {
-                Farmable::Yes(plot_keys) => {
-                    inv.plots.insert(path.clone(), plot2(info, plot_keys, path));
+                Farmable::Yes => {
+                    inv.plots.insert(path.clone(), plot2(info, path));
                 }
                 Farmable::KeysMissing => inv.keys_missing.push(path),
                 Farmable::Invalid(reason) => {
@@ -620,7 +620,7 @@ impl Connection {
         for (disk, plot_keys) in &registry.by_disk {
             for key in plot_keys {
                 let Some(info) = registry.plots.get(key) else { continue };
-                if !matches!(farmable(info, keys, &self.root), Farmable::Yes(_)) {
+                if !matches!(farmable(info, keys, &self.root), Farmable::Yes) {
                     continue;
                 }
                 total += 1;
@@ -1027,8 +1027,7 @@ fn find_by_path(registry: &Registry, path: &Path) -> Option<Arc<PlotInfo>> {
     registry.plots.values().find(|i| i.path == path).cloned()
 }
 
-fn plot2(info: &PlotInfo, keys: &plot_format::keys::PlotKeys, filename: String) -> Plot2 {
-    let _ = keys;
+fn plot2(info: &PlotInfo, filename: String) -> Plot2 {
     let (pool_public_key, pool_contract_puzzle_hash) = match info.pool {
         PoolKey::PublicKey(pk) => (Some(pk), None),
         PoolKey::ContractPuzzleHash(ph) => (None, Some(ph)),

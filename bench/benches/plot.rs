@@ -5,7 +5,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use plot_format::layout::Geometry;
 use plot_format::{fse, park, Goal, Mode, Plot};
-use test_support::plot::drive_bytes;
+use test_support::plot::{drive_bytes, drive_slices};
 
 struct Sample {
     bytes: Vec<u8>,
@@ -69,6 +69,15 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
+    // The same lookups without the copy of each read into a buffer: the decoder alone.
+    let mut i = 0;
+    group.bench_function("quality_chiapos_decode_only", |b| {
+        b.iter(|| {
+            i = (i + 1) % set.len();
+            drive_slices(s.plot.lookup(&set[i], Goal::Qualities, Mode::Chiapos), &s.bytes)
+                .map_or(0, |f| f.len())
+        })
+    });
     group.finish();
 
     // Verify: the proofs of the sample challenges.

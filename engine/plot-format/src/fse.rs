@@ -81,6 +81,14 @@ pub fn c3_table() -> &'static DTable {
     table(C3_INDEX)
 }
 
+impl DTable {
+    /// Whether a stream decoded with this table can yield `symbol`: only the table's symbols
+    /// (at most 255 for chiapos' R values, so never 0xff) can come out of [`decode`].
+    pub fn can_yield(&self, symbol: u8) -> bool {
+        usize::from(symbol) < self.symbol_count
+    }
+}
+
 fn table(index: usize) -> &'static DTable {
     TABLES[index].get_or_init(|| DTable::build(R_VALUES[index]))
 }
@@ -792,6 +800,20 @@ mod tests {
         assert_eq!(c3_table().symbol_count, 116);
         let debug = format!("{:?}", park_table(1));
         assert!(debug.len() < 100, "{debug}");
+    }
+
+    #[test]
+    fn only_a_table_of_256_symbols_yields_0xff() {
+        // The decoders skip the scan for the bad delta 0xff on chiapos' tables: that relies on
+        // every symbol of every cell being below the table's symbol count.
+        for table in (1..=6).map(park_table).chain([c3_table()]) {
+            assert!(!table.can_yield(0xff), "R = {}", table.r);
+            assert!((0..TABLE_SIZE).all(|s| table.can_yield(table.cells[s].symbol)));
+        }
+        let counts = vec![(TABLE_SIZE / 256) as i16; 256];
+        let wide = DTable::from_counts(0.5, &counts);
+        assert!(wide.can_yield(0xff));
+        assert!(wide.cells.iter().any(|c| c.symbol == 0xff));
     }
 
     #[test]

@@ -47,6 +47,9 @@ impl<'a> Park<'a> {
             let raw = bytes.get(stream_at..stream_at + n).unwrap_or(&[]);
             let take = raw.len().min(wanted);
             deltas[..take].copy_from_slice(&raw[..take]);
+            if deltas[..take].contains(&0xff) {
+                return Err(PlotError::BadDelta { table });
+            }
             n
         } else {
             let n = usize::from(size);
@@ -58,13 +61,15 @@ impl<'a> Park<'a> {
                 return Err(PlotError::Fse { table, source: fse::FseError::EmptyStream });
             }
             // Missing deltas of a short last park stay 0 (trap 10).
-            fse::decode(fse::park_table(table), stream, DELTAS_PER_PARK, &mut deltas[..wanted])
+            let fse_table = fse::park_table(table);
+            fse::decode(fse_table, stream, DELTAS_PER_PARK, &mut deltas[..wanted])
                 .map_err(|source| PlotError::Fse { table, source })?;
+            // chiapos' tables have at most 255 symbols, so no scan is needed for them.
+            if fse_table.can_yield(0xff) && deltas[..wanted].contains(&0xff) {
+                return Err(PlotError::BadDelta { table });
+            }
             DELTAS_PER_PARK
         };
-        if deltas[..wanted].contains(&0xff) {
-            return Err(PlotError::BadDelta { table });
-        }
         Ok(Park { bytes, geometry, checkpoint, deltas, summable })
     }
 
@@ -82,22 +87,33 @@ impl<'a> Park<'a> {
 /// The sum of the first `n` `width`-bit fields of `bytes` (MSB first; missing bytes are 0).
 fn sum_packed(bytes: &[u8], width: u32, n: usize) -> u64 {
     debug_assert!((1..=57).contains(&width));
-    let width64 = u64::from(width);
-    let last_word = (n as u64 * width64) / 8 + 8;
-    if (last_word as usize) <= bytes.len() {
-        // Every field sits inside one 8-byte big-endian word at its byte offset; the fields
-        // are independent, so the loop has no carried state but the sum.
-        let mut sum = 0u64;
-        for i in 0..n as u64 {
-            let bit = i * width64;
-            let at = (bit / 8) as usize;
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&bytes[at..at + 8]);
-            sum += (u64::from_be_bytes(w) << (bit % 8)) >> (64 - width);
-        }
-        return sum;
+    let w = width as usize;
+    // Eight fields span exactly `width` bytes, so every group of eight has its fields at the
+    // same byte offsets and bit shifts. Each field then sits inside one 8-byte big-endian word
+    // of a 64-byte window (offset <= 7 * 57 / 8 = 49); the fields are independent, so the
+    // loop has no carried state but the sum, and one bounds check per group.
+    let mut at = [0usize; 8];
+    let mut shift = [0u32; 8];
+    for m in 0..8 {
+        at[m] = (m * w / 8).min(56);
+        shift[m] = (m * w % 8) as u32;
     }
-    (0..n as u64).map(|i| get_bits(bytes, i * width64, width)).sum()
+    let mut sum = 0u64;
+    let mut done = 0;
+    while done + 8 <= n {
+        let Some(window) = bytes.get(done / 8 * w..).and_then(|b| b.first_chunk::<64>()) else {
+            break;
+        };
+        for m in 0..8 {
+            let a = at[m].min(56);
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&window[a..a + 8]);
+            sum += (u64::from_be_bytes(word) << shift[m]) >> (64 - width);
+        }
+        done += 8;
+    }
+    let width64 = u64::from(width);
+    sum + (done as u64..n as u64).map(|i| get_bits(bytes, i * width64, width)).sum::<u64>()
 }
 
 /// The line point of entry `p` of one park of table `table` (1..=6) held in `park`.
@@ -227,7 +243,8 @@ impl<'a> C3Deltas<'a> {
         };
         self.produced += n;
         let chunk = &self.chunk[..n];
-        if chunk.contains(&0xff) {
+        // Padding is zeros, and chiapos' C3 table has 116 symbols: no scan is needed for it.
+        if fse::c3_table().can_yield(0xff) && chunk.contains(&0xff) {
             return Err(PlotError::BadDelta { table: C3_TABLE });
         }
         Ok(chunk)

@@ -52,6 +52,8 @@ fn chiapos_mode_is_byte_identical_and_complete_mode_is_a_verified_superset() {
             total_qualities += qualities.len();
             // The quality-only walk and the single-proof lookup agree with the full one.
             let quick = mem.lookup(challenge, Goal::Qualities, Mode::Chiapos).expect("qualities");
+            let sliced = mem.lookup_slices(challenge, Goal::Qualities, Mode::Chiapos);
+            assert_eq!(sliced.as_ref(), Ok(&quick), "the benches' driver answers the same");
             assert_eq!(
                 quick.iter().map(|f| hex::encode(f.quality)).collect::<Vec<_>>(),
                 want.qualities

@@ -40,6 +40,25 @@ pub fn drive_bytes(mut lookup: Lookup, bytes: &[u8], buffer: &mut Vec<u8>) -> Ou
     lookup.into_outcome().expect("drive runs a lookup to its outcome")
 }
 
+/// Runs `lookup` to its end handing it slices of `bytes` directly: no copy per read, so a
+/// bench of it measures the decoder alone (the engine's reads, which copy, are measured by the
+/// engine's benches). Panics past [`LOOKUP_READS_MAX`] reads.
+pub fn drive_slices(mut lookup: Lookup, bytes: &[u8]) -> Outcome {
+    let mut reads = 0u32;
+    while !lookup.is_done() {
+        let round = lookup.round();
+        let mut i = 0;
+        while lookup.round() == round && i < lookup.reads().len() {
+            reads += 1;
+            assert!(reads < LOOKUP_READS_MAX, "a lookup must not loop");
+            let request = lookup.reads()[i];
+            lookup.supply(i, read_at(bytes, request));
+            i += 1;
+        }
+    }
+    lookup.into_outcome().expect("the loop runs a lookup to its outcome")
+}
+
 /// `plot.lookup(challenge, goal, mode)` run against the plot file's `bytes` ([`drive_bytes`]).
 pub fn lookup_bytes(
     plot: &Plot,

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 pub use test_support::oracle_python;
-pub use test_support::plot::{lookup_bytes, open_bytes};
+pub use test_support::plot::{drive_slices, lookup_bytes, open_bytes};
 
 /// The fixture manifest written by `scripts/oracle.py make-fixtures`.
 pub fn manifest() -> Value {
@@ -143,6 +143,16 @@ impl MemPlot {
         mode: Mode,
     ) -> Result<Vec<Found>, PlotError> {
         lookup_bytes(&self.plot, &self.bytes, challenge, goal, mode)
+    }
+
+    /// [`MemPlot::lookup`] handing the lookup slices of the file, no copies (the benches' way).
+    pub fn lookup_slices(
+        &self,
+        challenge: &[u8; 32],
+        goal: Goal,
+        mode: Mode,
+    ) -> Result<Vec<Found>, PlotError> {
+        drive_slices(self.plot.lookup(challenge, goal, mode), &self.bytes)
     }
 }
 

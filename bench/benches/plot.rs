@@ -45,6 +45,28 @@ fn benches(c: &mut Criterion) {
             fse::decode(fse::park_table(1), black_box(stream), 2047, &mut out).expect("valid")
         })
     });
+    // Two parks' streams (tables 1 and 2) decoded one after the other, then interleaved.
+    let park2 = &s.bytes[t.table_start(2) as usize + 3 * g.park_bytes(2) as usize..];
+    let size2 = u16::from_le_bytes([park2[size_at], park2[size_at + 1]]) as usize;
+    let stream2 = &park2[size_at + 2..size_at + 2 + size2];
+    group.bench_function("fse_two_parks_one_after_the_other", |b| {
+        let (mut out, mut out2) = ([0u8; 2047], [0u8; 2047]);
+        b.iter(|| {
+            let n = fse::decode(fse::park_table(1), black_box(stream), 2047, &mut out);
+            let n2 = fse::decode(fse::park_table(2), black_box(stream2), 2047, &mut out2);
+            n.expect("valid") + n2.expect("valid")
+        })
+    });
+    group.bench_function("fse_two_parks_interleaved", |b| {
+        let (mut out, mut out2) = ([0u8; 2047], [0u8; 2047]);
+        b.iter(|| {
+            let [n, n2] = fse::decode_pair(
+                (fse::park_table(1), black_box(stream), 2047, &mut out),
+                (fse::park_table(2), black_box(stream2), 2047, &mut out2),
+            );
+            n.expect("valid") + n2.expect("valid")
+        })
+    });
     group.bench_function("park_line_point_last_entry", |b| {
         b.iter(|| park::line_point_at(black_box(park), g, 1, Mode::Complete, 2047).expect("valid"))
     });

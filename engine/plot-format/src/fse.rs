@@ -148,6 +148,55 @@ pub fn decode(
     }
 }
 
+/// Decodes two independent streams at once: [`decode`] of each, with the same results, but the
+/// two streams' decoding steps interleaved, so that the table loads of one overlap those of
+/// the other (a lone stream waits on each load: its two states share one bit position).
+///
+/// Each stream is `(table, src, max_out, dst)` as in [`decode`]; the results are in the same
+/// order.
+pub fn decode_pair(
+    a: (&DTable, &[u8], usize, &mut [u8]),
+    b: (&DTable, &[u8], usize, &mut [u8]),
+) -> [Result<usize, FseError>; 2] {
+    let (table_a, src_a, max_a, dst_a) = a;
+    let (table_b, src_b, max_b, dst_b) = b;
+    let (mut sa, mut sb) =
+        match (Stream::new(table_a, src_a, max_a), Stream::new(table_b, src_b, max_b)) {
+            (Ok(sa), Ok(sb)) => (sa, sb),
+            (sa, sb) => {
+                return [
+                    sa.and_then(|s| finish(s, 0, max_a, dst_a)),
+                    sb.and_then(|s| finish(s, 0, max_b, dst_b)),
+                ]
+            }
+        };
+    let room_a = dst_a.len().min(max_a);
+    let room_b = dst_b.len().min(max_b);
+    let (na, nb) =
+        Stream::fill_pair_fast(&mut sa, &mut dst_a[..room_a], &mut sb, &mut dst_b[..room_b]);
+    [finish(sa, na, max_a, dst_a), finish(sb, nb, max_b, dst_b)]
+}
+
+/// [`decode`] of the rest of `stream`, after its first `done` symbols were written to `dst`.
+fn finish(
+    mut stream: Stream<'_, '_>,
+    done: usize,
+    max_out: usize,
+    dst: &mut [u8],
+) -> Result<usize, FseError> {
+    match dst.get_mut(..max_out) {
+        None => Ok(done + stream.fill(&mut dst[done..])),
+        Some(dst) => {
+            let n = done + stream.fill(&mut dst[done..]);
+            if stream.phase == Phase::Ended {
+                Ok(n)
+            } else {
+                Err(FseError::TooManySymbols { max_out })
+            }
+        }
+    }
+}
+
 /// Decodes a stream a chunk at a time, so a caller scanning for a running sum can stop as soon
 /// as it has what it needs (the C3 scan of a lookup reads on average half a 10000-symbol park).
 ///
@@ -228,6 +277,52 @@ impl<'t, 's> Stream<'t, 's> {
             return Err(FseError::TooManySymbols { max_out: self.max_out });
         }
         Ok(n)
+    }
+
+    /// The fast loop of [`Stream::fill`] for two streams at once, six symbols of each in turn,
+    /// while both are far from their start and have room (`out_a`, `out_b` no longer than
+    /// their streams' budgets). Returns how many symbols each wrote; [`Stream::fill`] goes on
+    /// from there.
+    fn fill_pair_fast(
+        a: &mut Stream<'_, '_>,
+        out_a: &mut [u8],
+        b: &mut Stream<'_, '_>,
+        out_b: &mut [u8],
+    ) -> (usize, usize) {
+        let mut n = 0;
+        if a.phase != Phase::Running || b.phase != Phase::Running {
+            return (0, 0);
+        }
+        let (cells_a, cells_b) = (a.cells, b.cells);
+        let room = out_a.len().min(out_b.len()).min(a.budget).min(b.budget);
+        let (mut bits_a, mut bits_b) = (a.bits, b.bits);
+        let (mut next_a, mut other_a, mut next_b, mut other_b) = (a.next, a.other, b.next, b.other);
+        if n + 6 <= room && bits_a.start >= 16 && bits_b.start >= 16 {
+            bits_a.refill_fast();
+            bits_b.refill_fast();
+            while n + 6 <= room && bits_a.start >= 16 && bits_b.start >= 16 {
+                let oa = &mut out_a[n..n + 6];
+                let ob = &mut out_b[n..n + 6];
+                oa[0] = step_refilling(cells_a, &mut next_a, &mut bits_a);
+                ob[0] = step_refilling(cells_b, &mut next_b, &mut bits_b);
+                oa[1] = step_fast(cells_a, &mut other_a, &mut bits_a);
+                ob[1] = step_fast(cells_b, &mut other_b, &mut bits_b);
+                oa[2] = step_fast(cells_a, &mut next_a, &mut bits_a);
+                ob[2] = step_fast(cells_b, &mut next_b, &mut bits_b);
+                oa[3] = step_refilling(cells_a, &mut other_a, &mut bits_a);
+                ob[3] = step_refilling(cells_b, &mut other_b, &mut bits_b);
+                oa[4] = step_fast(cells_a, &mut next_a, &mut bits_a);
+                ob[4] = step_fast(cells_b, &mut next_b, &mut bits_b);
+                oa[5] = step_fast(cells_a, &mut other_a, &mut bits_a);
+                ob[5] = step_fast(cells_b, &mut other_b, &mut bits_b);
+                n += 6;
+            }
+        }
+        (a.bits, a.next, a.other) = (bits_a, next_a, other_a);
+        (b.bits, b.next, b.other) = (bits_b, next_b, other_b);
+        a.budget -= n;
+        b.budget -= n;
+        (n, n)
     }
 
     /// Writes symbols to `out` until it is full, the stream ends (`phase` becomes `Ended`, or
@@ -986,7 +1081,68 @@ mod tests {
         (0..R_VALUES.len()).prop_map(table)
     }
 
+    /// `decode_pair` writes and returns, for each stream, what `decode` does alone.
+    fn assert_pair_matches_decode(
+        a: (&DTable, &[u8], usize, usize),
+        b: (&DTable, &[u8], usize, usize),
+    ) {
+        let alone = |(table, src, max_out, dst_len): (&DTable, &[u8], usize, usize)| {
+            let mut dst = vec![0u8; dst_len];
+            let result = decode(table, src, max_out, &mut dst);
+            (result, dst)
+        };
+        let (mut dst_a, mut dst_b) = (vec![0u8; a.3], vec![0u8; b.3]);
+        let [ra, rb] = decode_pair((a.0, a.1, a.2, &mut dst_a), (b.0, b.1, b.2, &mut dst_b));
+        assert_eq!((ra, dst_a), alone(a), "first stream");
+        assert_eq!((rb, dst_b), alone(b), "second stream");
+    }
+
+    #[test]
+    fn pairs_of_long_streams_decode_as_each_alone() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut random = |len: usize| {
+            let mut src: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed >> 24) as u8
+                })
+                .collect();
+            if let Some(last) = src.last_mut() {
+                *last |= 0x40;
+            }
+            src
+        };
+        for (len_a, len_b) in [(896, 896), (1431, 300), (17, 3000), (3000, 16), (0, 900), (900, 5)]
+        {
+            let (src_a, src_b) = (random(len_a), random(len_b));
+            for (max_a, dst_a, max_b, dst_b) in
+                [(2047, 2047, 2047, 2047), (2047, 1000, 10000, 10000), (20000, 20000, 300, 40)]
+            {
+                assert_pair_matches_decode(
+                    (park_table(1), &src_a, max_a, dst_a),
+                    (c3_table(), &src_b, max_b, dst_b),
+                );
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn arbitrary_pairs_decode_as_each_alone(
+            table_a in any_table(),
+            table_b in any_table(),
+            src_a in proptest::collection::vec(any::<u8>(), 0..300),
+            src_b in proptest::collection::vec(any::<u8>(), 0..300),
+            max_a in 0usize..600,
+            max_b in 0usize..600,
+            dst_a in 0usize..600,
+            dst_b in 0usize..600,
+        ) {
+            assert_pair_matches_decode((table_a, &src_a, max_a, dst_a), (table_b, &src_b, max_b, dst_b));
+        }
+
         #[test]
         fn arbitrary_bytes_decode_like_the_reference(
             table in any_table(),

@@ -234,6 +234,83 @@ impl Lookup {
         }
     }
 
+    /// [`Lookup::supply`] of several reads of the current round, `(i, bytes)` each. The same
+    /// answers as supplying them one by one, but the parks of a walk round are decoded two at
+    /// a time, their FSE streams interleaved ([`crate::fse::decode_pair`]), paired by how far
+    /// into its park each decodes so that the two streams run alongside for longest. A round
+    /// of a proof walk (up to 32 parks) gains from it. When several reads are bad, which one's
+    /// error ends the lookup may differ from the one-by-one order.
+    pub fn supply_many(&mut self, reads: &[(usize, &[u8])]) {
+        let Stage::Walk(walk) = &self.stage else {
+            for (i, bytes) in reads {
+                self.supply(*i, bytes);
+            }
+            return;
+        };
+        // (how far into its park, position in `reads`) of each first read of a park.
+        let mut order = Vec::with_capacity(reads.len());
+        let mut others = Vec::new();
+        let mut taken = vec![false; self.reads.len()];
+        for (k, (i, bytes)) in reads.iter().enumerate() {
+            if self.read_ready(*i, bytes.len()) && !std::mem::replace(&mut taken[*i], true) {
+                order.push((walk.upto(*i), k));
+            } else {
+                others.push(k);
+            }
+        }
+        order.sort_unstable();
+        for pair in order.chunks(2) {
+            match *pair {
+                [(_, a), (_, b)] if self.walk_pair_ready(reads[a], reads[b]) => {
+                    self.supply_two(reads[a], reads[b]);
+                }
+                _ => {
+                    for &(_, k) in pair {
+                        self.supply(reads[k].0, reads[k].1);
+                    }
+                }
+            }
+        }
+        for k in others {
+            self.supply(reads[k].0, reads[k].1);
+        }
+    }
+
+    /// Whether read `i` of this round awaits bytes and `len` is its requested length.
+    fn read_ready(&self, i: usize, len: usize) -> bool {
+        self.supplied.get(i) == Some(&false) && self.reads[i].len as usize == len
+    }
+
+    /// Whether reads `i` and `j` are two distinct reads of a walk round, not yet supplied, of
+    /// their requested lengths (anything else goes through [`Lookup::supply`] and its checks).
+    fn walk_pair_ready(&self, (i, a): (usize, &[u8]), (j, b): (usize, &[u8])) -> bool {
+        matches!(self.stage, Stage::Walk(_))
+            && i != j
+            && self.read_ready(i, a.len())
+            && self.read_ready(j, b.len())
+    }
+
+    fn supply_two(&mut self, (i, a): (usize, &[u8]), (j, b): (usize, &[u8])) {
+        let Stage::Walk(mut walk) = std::mem::replace(&mut self.stage, Stage::Done) else {
+            unreachable!("walk_pair_ready checked the stage")
+        };
+        self.supplied[i] = true;
+        self.supplied[j] = true;
+        self.remaining -= 2;
+        let result = walk.absorb_two(self.tables.geometry, self.mode, (i, a), (j, b));
+        let result = result.and_then(|()| {
+            if self.remaining > 0 {
+                self.stage = Stage::Walk(walk);
+                Ok(())
+            } else {
+                self.after_walk_round(walk)
+            }
+        });
+        if let Err(e) = result {
+            self.finish(Err(e));
+        }
+    }
+
     /// Ends the lookup with an error found by the driver (an I/O error, say).
     pub fn fail(&mut self, error: PlotError) {
         if !self.is_done() {
@@ -600,6 +677,17 @@ impl Lookup {
 }
 
 impl Walk {
+    /// The last entry of park `i` of this round that a node needs.
+    fn upto(&self, i: usize) -> usize {
+        let park = self.parks[i];
+        self.nodes
+            .iter()
+            .filter(|n| *n / ENTRIES_PER_PARK == park)
+            .map(|n| (n % ENTRIES_PER_PARK) as usize)
+            .max()
+            .unwrap_or(0)
+    }
+
     fn absorb(
         &mut self,
         geometry: Geometry,
@@ -607,16 +695,33 @@ impl Walk {
         i: usize,
         bytes: &[u8],
     ) -> Result<(), PlotError> {
+        let decoded = Park::decode(bytes, geometry, self.table, mode, self.upto(i))?;
+        self.take_pairs(geometry, i, &decoded)
+    }
+
+    /// [`Walk::absorb`] of reads `i` and then `j`, their parks decoded together.
+    fn absorb_two(
+        &mut self,
+        geometry: Geometry,
+        mode: Mode,
+        (i, a): (usize, &[u8]),
+        (j, b): (usize, &[u8]),
+    ) -> Result<(), PlotError> {
+        let [da, db] =
+            Park::decode_two((a, self.upto(i)), (b, self.upto(j)), geometry, self.table, mode);
+        self.take_pairs(geometry, i, &da?)?;
+        self.take_pairs(geometry, j, &db?)
+    }
+
+    /// The (larger, smaller) pair of every node in park `i` of this round, from its decode.
+    fn take_pairs(
+        &mut self,
+        geometry: Geometry,
+        i: usize,
+        decoded: &Park<'_>,
+    ) -> Result<(), PlotError> {
         let park = self.parks[i];
         let in_park = |n: &u64| n / ENTRIES_PER_PARK == park;
-        let upto = self
-            .nodes
-            .iter()
-            .filter(|n| in_park(n))
-            .map(|n| (n % ENTRIES_PER_PARK) as usize)
-            .max()
-            .unwrap_or(0);
-        let decoded = Park::decode(bytes, geometry, self.table, mode, upto)?;
         let limit = if self.table == 1 { 1u64 << geometry.k() } else { u64::MAX };
         for (node, pair) in self.nodes.iter().zip(self.pairs.iter_mut()) {
             if in_park(node) {
@@ -632,6 +737,9 @@ impl Walk {
     }
 }
 
+/// How many reads [`drive`] reads before it supplies them ([`Lookup::supply_many`]).
+const READS_TOGETHER_MAX: usize = 64;
+
 /// Runs a lookup to its end with a synchronous reader (`read(request, buffer)` fills `buffer`
 /// with exactly the requested bytes). For tests, benches and simple tools; the engine drives
 /// lookups itself.
@@ -640,15 +748,33 @@ pub fn drive<E>(
     buffer: &mut Vec<u8>,
     mut read: impl FnMut(ReadRequest, &mut Vec<u8>) -> Result<(), E>,
 ) -> Result<(), E> {
+    // A round's reads go in together (up to READS_TOGETHER_MAX at a time), so that parks of
+    // a walk round are decoded two at a time.
+    let mut others: Vec<Vec<u8>> = Vec::new();
     while !lookup.is_done() {
         let round = lookup.round();
-        let mut i = 0;
-        while lookup.round() == round && i < lookup.reads().len() {
-            let request = lookup.reads()[i];
+        let count = lookup.reads().len();
+        let mut first = 0;
+        while lookup.round() == round && first < count {
+            let end = count.min(first + READS_TOGETHER_MAX);
+            let requests = &lookup.reads()[first..end];
             buffer.clear();
-            read(request, buffer)?;
-            lookup.supply(i, buffer);
-            i += 1;
+            read(requests[0], buffer)?;
+            if others.len() < requests.len() - 1 {
+                others.resize_with(requests.len() - 1, Vec::new);
+            }
+            for (request, other) in requests[1..].iter().zip(&mut others) {
+                other.clear();
+                read(*request, other)?;
+            }
+            let supplies: Vec<(usize, &[u8])> = std::iter::once(buffer.as_slice())
+                .chain(others.iter().map(Vec::as_slice))
+                .take(end - first)
+                .enumerate()
+                .map(|(k, bytes)| (first + k, bytes))
+                .collect();
+            lookup.supply_many(&supplies);
+            first = end;
         }
     }
     Ok(())

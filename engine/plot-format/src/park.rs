@@ -17,15 +17,21 @@ pub(crate) struct Park<'a> {
     summable: usize,
 }
 
-impl<'a> Park<'a> {
-    /// Decodes what is needed to read entries `0..=upto` of the park in `bytes`.
-    pub(crate) fn decode(
-        bytes: &'a [u8],
-        geometry: Geometry,
-        table: u8,
-        mode: Mode,
-        upto: usize,
-    ) -> Result<Park<'a>, PlotError> {
+/// Where a park keeps its deltas: an FSE stream, or (the writer's fallback) raw bytes.
+enum Deltas<'a> {
+    Fse(&'a [u8]),
+    /// The bytes present, and how many deltas the park says it holds.
+    Raw(&'a [u8], usize),
+}
+
+/// A park's header read, its deltas not yet decoded.
+struct Header<'a> {
+    checkpoint: u128,
+    deltas: Deltas<'a>,
+}
+
+impl<'a> Header<'a> {
+    fn read(bytes: &'a [u8], geometry: Geometry, table: u8, mode: Mode) -> Result<Self, PlotError> {
         let k = u32::from(geometry.k());
         let lp_bytes = geometry.line_point_bytes() as usize;
         let size_at = lp_bytes + geometry.stubs_bytes() as usize;
@@ -33,9 +39,7 @@ impl<'a> Park<'a> {
         let size = u16::from_le_bytes([byte_at(bytes, size_at), byte_at(bytes, size_at + 1)]);
         let budget = Geometry::deltas_bytes(table) as usize - 2;
         let stream_at = size_at + 2;
-        let mut deltas = [0u8; DELTAS_PER_PARK];
-        let wanted = upto.min(DELTAS_PER_PARK);
-        let summable = if size & 0x8000 != 0 {
+        let deltas = if size & 0x8000 != 0 {
             // The writer's fallback for at most two deltas; chiapos refuses it (trap 13).
             if mode == Mode::Chiapos {
                 return Err(PlotError::UncompressedPark { table });
@@ -44,13 +48,7 @@ impl<'a> Park<'a> {
             if n > budget {
                 return Err(PlotError::DeltasSizeInvalid { table, size });
             }
-            let raw = bytes.get(stream_at..stream_at + n).unwrap_or(&[]);
-            let take = raw.len().min(wanted);
-            deltas[..take].copy_from_slice(&raw[..take]);
-            if deltas[..take].contains(&0xff) {
-                return Err(PlotError::BadDelta { table });
-            }
-            n
+            Deltas::Raw(bytes.get(stream_at..stream_at + n).unwrap_or(&[]), n)
         } else {
             let n = usize::from(size);
             if n > budget {
@@ -60,17 +58,104 @@ impl<'a> Park<'a> {
             if stream.len() != n || n == 0 {
                 return Err(PlotError::Fse { table, source: fse::FseError::EmptyStream });
             }
-            // Missing deltas of a short last park stay 0 (trap 10).
-            let fse_table = fse::park_table(table);
-            fse::decode(fse_table, stream, DELTAS_PER_PARK, &mut deltas[..wanted])
-                .map_err(|source| PlotError::Fse { table, source })?;
-            // chiapos' tables have at most 255 symbols, so no scan is needed for them.
-            if fse_table.can_yield(0xff) && deltas[..wanted].contains(&0xff) {
-                return Err(PlotError::BadDelta { table });
-            }
-            DELTAS_PER_PARK
+            Deltas::Fse(stream)
         };
-        Ok(Park { bytes, geometry, checkpoint, deltas, summable })
+        Ok(Header { checkpoint, deltas })
+    }
+}
+
+impl<'a> Park<'a> {
+    /// Decodes what is needed to read entries `0..=upto` of the park in `bytes`.
+    pub(crate) fn decode(
+        bytes: &'a [u8],
+        geometry: Geometry,
+        table: u8,
+        mode: Mode,
+        upto: usize,
+    ) -> Result<Park<'a>, PlotError> {
+        let header = Header::read(bytes, geometry, table, mode)?;
+        let mut park = Park::empty(bytes, geometry, header.checkpoint);
+        let wanted = upto.min(DELTAS_PER_PARK);
+        match header.deltas {
+            Deltas::Raw(raw, n) => park.take_raw(raw, n, wanted, table)?,
+            Deltas::Fse(stream) => {
+                let fse_table = fse::park_table(table);
+                let result =
+                    fse::decode(fse_table, stream, DELTAS_PER_PARK, &mut park.deltas[..wanted]);
+                park.check_fse(result, wanted, table)?;
+            }
+        }
+        Ok(park)
+    }
+
+    /// [`Park::decode`] of two parks of table `table` (`(bytes, upto)` each), whose FSE
+    /// streams are decoded together ([`fse::decode_pair`]): the same results, sooner.
+    pub(crate) fn decode_two(
+        a: (&'a [u8], usize),
+        b: (&'a [u8], usize),
+        geometry: Geometry,
+        table: u8,
+        mode: Mode,
+    ) -> [Result<Park<'a>, PlotError>; 2] {
+        let headers = [a.0, b.0].map(|bytes| Header::read(bytes, geometry, table, mode));
+        let (ha, hb) = match headers {
+            [Ok(Header { checkpoint: ca, deltas: Deltas::Fse(sa) }), Ok(Header { checkpoint: cb, deltas: Deltas::Fse(sb) })] => {
+                ((ca, sa), (cb, sb))
+            }
+            _ => {
+                return [
+                    Park::decode(a.0, geometry, table, mode, a.1),
+                    Park::decode(b.0, geometry, table, mode, b.1),
+                ]
+            }
+        };
+        let fse_table = fse::park_table(table);
+        let (mut pa, mut pb) = (Park::empty(a.0, geometry, ha.0), Park::empty(b.0, geometry, hb.0));
+        let (wa, wb) = (a.1.min(DELTAS_PER_PARK), b.1.min(DELTAS_PER_PARK));
+        let [ra, rb] = fse::decode_pair(
+            (fse_table, ha.1, DELTAS_PER_PARK, &mut pa.deltas[..wa]),
+            (fse_table, hb.1, DELTAS_PER_PARK, &mut pb.deltas[..wb]),
+        );
+        [pa.check_fse(ra, wa, table).map(|()| pa), pb.check_fse(rb, wb, table).map(|()| pb)]
+    }
+
+    fn empty(bytes: &'a [u8], geometry: Geometry, checkpoint: u128) -> Park<'a> {
+        Park { bytes, geometry, checkpoint, deltas: [0; DELTAS_PER_PARK], summable: 0 }
+    }
+
+    /// Takes the first `wanted` of `raw` deltas (the writer's uncompressed fallback, which
+    /// says it holds `n`).
+    fn take_raw(
+        &mut self,
+        raw: &[u8],
+        n: usize,
+        wanted: usize,
+        table: u8,
+    ) -> Result<(), PlotError> {
+        let take = raw.len().min(wanted);
+        self.deltas[..take].copy_from_slice(&raw[..take]);
+        if self.deltas[..take].contains(&0xff) {
+            return Err(PlotError::BadDelta { table });
+        }
+        self.summable = n;
+        Ok(())
+    }
+
+    /// Checks the FSE decode of the first `wanted` deltas. Missing deltas of a short last
+    /// park stay 0 (trap 10).
+    fn check_fse(
+        &mut self,
+        result: Result<usize, fse::FseError>,
+        wanted: usize,
+        table: u8,
+    ) -> Result<(), PlotError> {
+        result.map_err(|source| PlotError::Fse { table, source })?;
+        // chiapos' tables have at most 255 symbols, so no scan is needed for them.
+        if fse::park_table(table).can_yield(0xff) && self.deltas[..wanted].contains(&0xff) {
+            return Err(PlotError::BadDelta { table });
+        }
+        self.summable = DELTAS_PER_PARK;
+        Ok(())
     }
 
     /// The line point of entry `p` (at most the `upto` given to [`Park::decode`]).

@@ -54,6 +54,9 @@ fn chiapos_mode_is_byte_identical_and_complete_mode_is_a_verified_superset() {
             let quick = mem.lookup(challenge, Goal::Qualities, Mode::Chiapos).expect("qualities");
             let sliced = mem.lookup_slices(challenge, Goal::Qualities, Mode::Chiapos);
             assert_eq!(sliced.as_ref(), Ok(&quick), "the benches' driver answers the same");
+            // Parks decoded two at a time (the drivers) or one at a time: the same proofs.
+            let alone = mem.lookup_one_by_one(challenge, Goal::QualitiesAndProofs, Mode::Chiapos);
+            assert_eq!(alone.as_ref(), Ok(&ours), "reads supplied one by one");
             assert_eq!(
                 quick.iter().map(|f| hex::encode(f.quality)).collect::<Vec<_>>(),
                 want.qualities

@@ -46,15 +46,12 @@ pub fn drive_bytes(mut lookup: Lookup, bytes: &[u8], buffer: &mut Vec<u8>) -> Ou
 pub fn drive_slices(mut lookup: Lookup, bytes: &[u8]) -> Outcome {
     let mut reads = 0u32;
     while !lookup.is_done() {
-        let round = lookup.round();
-        let mut i = 0;
-        while lookup.round() == round && i < lookup.reads().len() {
-            reads += 1;
-            assert!(reads < LOOKUP_READS_MAX, "a lookup must not loop");
-            let request = lookup.reads()[i];
-            lookup.supply(i, read_at(bytes, request));
-            i += 1;
-        }
+        // A round's reads all at once, as `plot_format::drive` supplies them (in 64s).
+        reads += 1;
+        assert!(reads < LOOKUP_READS_MAX, "a lookup must not loop");
+        let supplies: Vec<(usize, &[u8])> =
+            lookup.reads().iter().map(|r| read_at(bytes, *r)).enumerate().collect();
+        lookup.supply_many(&supplies);
     }
     lookup.into_outcome().expect("the loop runs a lookup to its outcome")
 }

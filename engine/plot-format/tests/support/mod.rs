@@ -145,6 +145,28 @@ impl MemPlot {
         lookup_bytes(&self.plot, &self.bytes, challenge, goal, mode)
     }
 
+    /// [`MemPlot::lookup`] with every read supplied alone, in reverse order within each round
+    /// (the drivers supply walk reads in twos, which decodes two parks together).
+    pub fn lookup_one_by_one(
+        &self,
+        challenge: &[u8; 32],
+        goal: Goal,
+        mode: Mode,
+    ) -> Result<Vec<Found>, PlotError> {
+        let mut lookup = self.plot.lookup(challenge, goal, mode);
+        while !lookup.is_done() {
+            let round = lookup.round();
+            let reads = lookup.reads().to_vec();
+            for (i, request) in reads.into_iter().enumerate().rev() {
+                if lookup.round() != round {
+                    break;
+                }
+                lookup.supply(i, test_support::plot::read_at(&self.bytes, request));
+            }
+        }
+        lookup.into_outcome().expect("the loop runs the lookup to its outcome")
+    }
+
     /// [`MemPlot::lookup`] handing the lookup slices of the file, no copies (the benches' way).
     pub fn lookup_slices(
         &self,

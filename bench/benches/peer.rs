@@ -115,7 +115,7 @@ fn sample() -> Sample {
     Sample { bytes, plot, peer, rt }
 }
 
-fn ours(s: &Sample, challenge: &[u8; 32], goal: Goal, buf: &mut Vec<u8>) -> Vec<Found> {
+fn ours(s: &Sample, challenge: &[u8; 32], goal: Goal, buf: &mut Vec<Vec<u8>>) -> Vec<Found> {
     let lookup = s.plot.lookup(challenge, goal, Mode::Chiapos);
     drive_bytes(lookup, &s.bytes, buf).expect("our lookup succeeds")
 }

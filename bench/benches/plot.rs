@@ -17,7 +17,7 @@ fn sample() -> Sample {
     Sample { bytes, plot }
 }
 
-fn run(s: &Sample, challenge: &[u8; 32], goal: Goal, mode: Mode, buf: &mut Vec<u8>) -> usize {
+fn run(s: &Sample, challenge: &[u8; 32], goal: Goal, mode: Mode, buf: &mut Vec<Vec<u8>>) -> usize {
     drive_bytes(s.plot.lookup(challenge, goal, mode), &s.bytes, buf).map_or(0, |f| f.len())
 }
 

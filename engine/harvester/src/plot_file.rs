@@ -55,7 +55,7 @@ impl PlotFile {
         challenge: &[u8; 32],
         goal: Goal,
         mode: Mode,
-        buf: &mut Vec<u8>,
+        buf: &mut Vec<Vec<u8>>,
     ) -> Result<Vec<Found>, PlotFileError> {
         let mut lookup = self.plot.lookup(challenge, goal, mode);
         let io = |source| PlotFileError::Io { path: self.path.clone(), source };

@@ -70,7 +70,7 @@ fn prove_plot(
     challenges: &[[u8; 32]],
     goal: Goal,
     mode: Mode,
-    buf: &mut Vec<u8>,
+    buf: &mut Vec<Vec<u8>>,
 ) -> Result<String, String> {
     let plot = PlotFile::open(path).map_err(|e| e.to_string())?;
     let shown = path.display().to_string();

@@ -738,19 +738,18 @@ impl Walk {
 }
 
 /// How many reads [`drive`] reads before it supplies them ([`Lookup::supply_many`]).
-const READS_TOGETHER_MAX: usize = 64;
+pub const READS_TOGETHER_MAX: usize = 64;
 
 /// Runs a lookup to its end with a synchronous reader (`read(request, buffer)` fills `buffer`
-/// with exactly the requested bytes). For tests, benches and simple tools; the engine drives
-/// lookups itself.
+/// with exactly the requested bytes; it gets an empty one). A round's reads are read and then
+/// supplied together ([`Lookup::supply_many`], at most [`READS_TOGETHER_MAX`] at a time), each
+/// into one of `buffers`, which grows to that many and can be passed again to allocate nothing.
+/// For tests, benches and simple tools; the engine drives lookups itself.
 pub fn drive<E>(
     lookup: &mut Lookup,
-    buffer: &mut Vec<u8>,
+    buffers: &mut Vec<Vec<u8>>,
     mut read: impl FnMut(ReadRequest, &mut Vec<u8>) -> Result<(), E>,
 ) -> Result<(), E> {
-    // A round's reads go in together (up to READS_TOGETHER_MAX at a time), so that parks of
-    // a walk round are decoded two at a time.
-    let mut others: Vec<Vec<u8>> = Vec::new();
     while !lookup.is_done() {
         let round = lookup.round();
         let count = lookup.reads().len();
@@ -758,21 +757,15 @@ pub fn drive<E>(
         while lookup.round() == round && first < count {
             let end = count.min(first + READS_TOGETHER_MAX);
             let requests = &lookup.reads()[first..end];
-            buffer.clear();
-            read(requests[0], buffer)?;
-            if others.len() < requests.len() - 1 {
-                others.resize_with(requests.len() - 1, Vec::new);
+            if buffers.len() < requests.len() {
+                buffers.resize_with(requests.len(), Vec::new);
             }
-            for (request, other) in requests[1..].iter().zip(&mut others) {
-                other.clear();
-                read(*request, other)?;
+            for (request, buffer) in requests.iter().zip(buffers.iter_mut()) {
+                buffer.clear();
+                read(*request, buffer)?;
             }
-            let supplies: Vec<(usize, &[u8])> = std::iter::once(buffer.as_slice())
-                .chain(others.iter().map(Vec::as_slice))
-                .take(end - first)
-                .enumerate()
-                .map(|(k, bytes)| (first + k, bytes))
-                .collect();
+            let supplies: Vec<(usize, &[u8])> =
+                (first..end).zip(buffers.iter().map(Vec::as_slice)).collect();
             lookup.supply_many(&supplies);
             first = end;
         }

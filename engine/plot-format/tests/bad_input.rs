@@ -118,8 +118,7 @@ fn uncompressed_v2_header_serves_like_v1() {
 fn reads_of(mem: &MemPlot, challenge: &[u8; 32], goal: Goal, mode: Mode) -> Vec<(u64, u64)> {
     let mut lookup = mem.plot.lookup(challenge, goal, mode);
     let mut reads = Vec::new();
-    let mut buf = Vec::new();
-    plot_format::drive(&mut lookup, &mut buf, |r, buf| {
+    plot_format::drive(&mut lookup, &mut Vec::new(), |r, buf| {
         reads.push((r.offset, r.end()));
         buf.extend_from_slice(&mem.bytes[r.offset as usize..r.end() as usize]);
         Ok::<(), ()>(())

@@ -26,11 +26,11 @@ pub fn open_bytes(bytes: &[u8]) -> Result<Plot, PlotError> {
 }
 
 /// Runs `lookup` to its end against the plot file's `bytes` ([`read_at`]) and returns its
-/// outcome. `buffer` holds each read; pass the same one again to allocate nothing (benches).
+/// outcome. `buffers` hold the reads; pass the same ones again to allocate nothing (benches).
 /// Panics past [`LOOKUP_READS_MAX`] reads.
-pub fn drive_bytes(mut lookup: Lookup, bytes: &[u8], buffer: &mut Vec<u8>) -> Outcome {
+pub fn drive_bytes(mut lookup: Lookup, bytes: &[u8], buffers: &mut Vec<Vec<u8>>) -> Outcome {
     let mut reads = 0u32;
-    drive(&mut lookup, buffer, |request, buffer| {
+    drive(&mut lookup, buffers, |request, buffer| {
         reads += 1;
         assert!(reads < LOOKUP_READS_MAX, "a lookup must not loop");
         buffer.extend_from_slice(read_at(bytes, request));

@@ -136,7 +136,7 @@ fuzz_target!(init: write_seeds_if_asked(seeds), |data: &[u8]| {
     let mode = if flags & 0x80 != 0 { Mode::Chiapos } else { Mode::Complete };
     let mut lookup = plot.lookup(&challenge, goal, mode);
     let mut reads = 0u32;
-    let served = drive(&mut lookup, &mut buf, |r, buf| {
+    let served = drive(&mut lookup, &mut Vec::new(), |r, buf| {
         reads += 1;
         assert!(reads <= 10_000, "a lookup must end");
         assert!(r.end() <= file.len, "lookup reads past the end: {r:?}");

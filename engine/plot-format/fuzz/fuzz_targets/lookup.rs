@@ -101,7 +101,7 @@ fuzz_target!(init: write_seeds_if_asked(seeds), |data: &[u8]| {
 
     let mut lookup = plot.lookup(&challenge, goal, mode);
     let mut lookup_reads = 0u32;
-    drive(&mut lookup, &mut buf, |r, buf| {
+    drive(&mut lookup, &mut Vec::new(), |r, buf| {
         lookup_reads += 1;
         assert!(lookup_reads <= 10_000, "a lookup must end");
         reader.read(bytes, r, buf);

@@ -179,8 +179,7 @@ pub fn lookup_bytes(
     mode: Mode,
 ) -> Result<Vec<Found>, PlotError> {
     let mut lookup = plot.lookup(challenge, goal, mode);
-    let mut buf = Vec::new();
-    drive(&mut lookup, &mut buf, |r, buf| {
+    drive(&mut lookup, &mut Vec::new(), |r, buf| {
         buf.extend_from_slice(read_at(bytes, r));
         Ok::<(), ()>(())
     })

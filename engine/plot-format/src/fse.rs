@@ -279,6 +279,20 @@ impl<'t, 's> Stream<'t, 's> {
         Ok(n)
     }
 
+    /// [`Stream::next_chunk`]'s symbols for two streams at once, their decoding steps
+    /// interleaved: fills `out_a` from `a` and `out_b` from `b` (each until full or its stream
+    /// stops) and returns how many each wrote. Errors are left to the next `next_chunk` of a
+    /// stream that stopped short, which reports them as it would have.
+    pub fn fill_two(
+        a: &mut Stream<'_, '_>,
+        out_a: &mut [u8],
+        b: &mut Stream<'_, '_>,
+        out_b: &mut [u8],
+    ) -> (usize, usize) {
+        let (na, nb) = Stream::fill_pair_fast(a, out_a, b, out_b);
+        (na + a.fill(&mut out_a[na..]), nb + b.fill(&mut out_b[nb..]))
+    }
+
     /// The fast loop of [`Stream::fill`] for two streams at once, six symbols of each in turn,
     /// while both are far from their start and have room (`out_a`, `out_b` no longer than
     /// their streams' budgets). Returns how many symbols each wrote; [`Stream::fill`] goes on
@@ -1097,6 +1111,69 @@ mod tests {
         assert_eq!((rb, dst_b), alone(b), "second stream");
     }
 
+    /// What [`stream_vec`] returns: the symbols, or the error and the symbols before it.
+    type Chunked = Result<Vec<u8>, (FseError, Vec<u8>)>;
+
+    /// Two streams started together with [`Stream::fill_two`] (prefixes of `pre_a`, `pre_b`
+    /// symbols) and then read on alone in chunks of 256 yield what each yields alone.
+    fn assert_fill_two_then_chunks_match(
+        a: (&DTable, &[u8], usize, usize),
+        b: (&DTable, &[u8], usize, usize),
+    ) {
+        let together = || -> [Chunked; 2] {
+            let (sa, sb) = (Stream::new(a.0, a.1, a.2), Stream::new(b.0, b.1, b.2));
+            let (Ok(mut sa), Ok(mut sb)) = (sa, sb) else {
+                return [a, b].map(|(t, src, max, _)| stream_vec(t, src, max, &[256]));
+            };
+            let (mut pa, mut pb) = (vec![0u8; a.3], vec![0u8; b.3]);
+            let (na, nb) = Stream::fill_two(&mut sa, &mut pa, &mut sb, &mut pb);
+            let rest = |stream: &mut Stream<'_, '_>, mut out: Vec<u8>| {
+                let mut chunk = [0u8; 256];
+                loop {
+                    match stream.next_chunk(&mut chunk) {
+                        Ok(0) => return Ok(out),
+                        Ok(n) => out.extend_from_slice(&chunk[..n]),
+                        Err(e) => return Err((e, out)),
+                    }
+                }
+            };
+            pa.truncate(na);
+            pb.truncate(nb);
+            [rest(&mut sa, pa), rest(&mut sb, pb)]
+        };
+        let [ta, tb] = together();
+        assert_eq!(ta, stream_vec(a.0, a.1, a.2, &[256]), "first stream");
+        assert_eq!(tb, stream_vec(b.0, b.1, b.2, &[256]), "second stream");
+    }
+
+    #[test]
+    fn streams_started_together_go_on_alone() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut random = |len: usize| {
+            let mut src: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed >> 24) as u8
+                })
+                .collect();
+            if let Some(last) = src.last_mut() {
+                *last |= 0x40;
+            }
+            src
+        };
+        for (len_a, len_b) in [(3000, 3000), (2500, 300), (17, 3000), (0, 900)] {
+            let (src_a, src_b) = (random(len_a), random(len_b));
+            for (pre_a, pre_b) in [(0, 0), (4000, 2000), (10000, 10000), (5, 9000), (9999, 1)] {
+                assert_fill_two_then_chunks_match(
+                    (c3_table(), &src_a, 10000, pre_a),
+                    (c3_table(), &src_b, 10000, pre_b),
+                );
+            }
+        }
+    }
+
     #[test]
     fn pairs_of_long_streams_decode_as_each_alone() {
         let mut seed = 0x2545_F491_4F6C_DD1Du64;
@@ -1141,6 +1218,20 @@ mod tests {
             dst_b in 0usize..600,
         ) {
             assert_pair_matches_decode((table_a, &src_a, max_a, dst_a), (table_b, &src_b, max_b, dst_b));
+        }
+
+        #[test]
+        fn arbitrary_streams_started_together_go_on_alone(
+            table_a in any_table(),
+            table_b in any_table(),
+            src_a in proptest::collection::vec(any::<u8>(), 0..300),
+            src_b in proptest::collection::vec(any::<u8>(), 0..300),
+            max_a in 0usize..600,
+            max_b in 0usize..600,
+            pre_a in 0usize..600,
+            pre_b in 0usize..600,
+        ) {
+            assert_fill_two_then_chunks_match((table_a, &src_a, max_a, pre_a), (table_b, &src_b, max_b, pre_b));
         }
 
         #[test]

@@ -21,7 +21,9 @@ pub mod verify;
 
 pub use error::PlotError;
 pub use header::{Header, HeaderKind};
-pub use lookup::{drive, Found, Goal, Lookup, Mode, Outcome};
+pub use lookup::{
+    drive, drive_many, supply_batch, Found, Goal, Lookup, Mode, Outcome, PairKey, Supply,
+};
 pub use plot::{c2_read, Plot, PlotOpener, Tables};
 
 /// One read a state machine asks for: `len` bytes at byte `offset` of the plot file.

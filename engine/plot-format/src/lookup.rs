@@ -9,8 +9,10 @@
 
 use crate::bits::get_bits;
 use crate::error::PlotError;
-use crate::layout::{Geometry, CHECKPOINT1_INTERVAL, CHECKPOINT2_INTERVAL, ENTRIES_PER_PARK};
-use crate::park::{line_point_to_square, p7_entry, C3Deltas, Park};
+use crate::layout::{
+    Geometry, C3_DELTAS_MAX, CHECKPOINT1_INTERVAL, CHECKPOINT2_INTERVAL, ENTRIES_PER_PARK,
+};
+use crate::park::{line_point_to_square, p7_entry, C3Deltas, Park, ParkJob};
 use crate::plot::Tables;
 use crate::verify::{pack_proof, quality_string, reorder_proof};
 use crate::ReadRequest;
@@ -59,11 +61,14 @@ enum Stage {
     C1 {
         group: u64,
     },
+    /// `reach`: about how many deltas the scan will decode (paired C3 decodes run this far
+    /// together; see [`c3_reach`]).
     C3 {
         park: u64,
         cur: u64,
         positions: Positions,
         next: Checkpoints,
+        reach: usize,
     },
     /// `first_bit`: the table bit at which the read starts.
     P7 {
@@ -120,6 +125,16 @@ struct Walk {
     parks: Vec<u64>,
     /// Table-7 index of each tree (the `index` of [`Found`]).
     indices: Vec<u32>,
+}
+
+/// What [`Lookup::pair_key`] says of a read: its kind, and about how many symbols its
+/// decode takes. Reads of one kind pair; sorted keys put similar reads side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PairKey {
+    /// A park of a walk round, decoded up to this entry.
+    Walk(usize),
+    /// A C3 park, about this many deltas of which decode together.
+    C3(usize),
 }
 
 /// A quality or proof lookup of one challenge in one plot. See the module documentation.
@@ -189,6 +204,11 @@ impl Lookup {
     /// The reads of the current round (empty once done). Stable until the round ends.
     pub fn reads(&self) -> &[ReadRequest] {
         &self.reads
+    }
+
+    /// The reads of the current round still owed bytes (indices into [`Lookup::reads`]).
+    pub fn owed(&self) -> impl Iterator<Item = usize> + '_ {
+        self.supplied.iter().enumerate().filter(|(_, s)| !**s).map(|(i, _)| i)
     }
 
     /// Counts rounds, so a driver can tell a late completion of an old round from a new one.
@@ -291,14 +311,119 @@ impl Lookup {
     }
 
     fn supply_two(&mut self, (i, a): (usize, &[u8]), (j, b): (usize, &[u8])) {
-        let Stage::Walk(mut walk) = std::mem::replace(&mut self.stage, Stage::Done) else {
-            unreachable!("walk_pair_ready checked the stage")
-        };
-        self.supplied[i] = true;
-        self.supplied[j] = true;
-        self.remaining -= 2;
+        let mut walk = self.take_walk_reads(&[i, j]);
         let result = walk.absorb_two(self.tables.geometry, self.mode, (i, a), (j, b));
-        let result = result.and_then(|()| {
+        self.end_walk_reads(walk, result);
+    }
+
+    /// [`Lookup::supply`] of read `i` of this lookup and of read `j` of `other`, another
+    /// lookup (of this plot or another): the same answers, but when both are reads of a walk
+    /// round, or both of a C3 park, their FSE streams are decoded together (interleaved, see
+    /// [`crate::fse::decode_pair`]). A driver that has reads of several lookups at hand pairs
+    /// them with this, by [`Lookup::pair_key`]; [`supply_batch`] does it for a batch.
+    pub fn supply_with(
+        &mut self,
+        (i, a): (usize, &[u8]),
+        other: &mut Lookup,
+        (j, b): (usize, &[u8]),
+    ) {
+        match (self.pair_key(i, a.len()), other.pair_key(j, b.len())) {
+            (Some(PairKey::Walk(_)), Some(PairKey::Walk(_))) => {
+                let mut wa = self.take_walk_reads(&[i]);
+                let mut wb = other.take_walk_reads(&[j]);
+                let [da, db] = Park::decode_two(
+                    wa.job(self.tables.geometry, self.mode, i, a),
+                    wb.job(other.tables.geometry, other.mode, j, b),
+                );
+                let ra = da.and_then(|d| wa.take_pairs(self.tables.geometry, i, &d));
+                let rb = db.and_then(|d| wb.take_pairs(other.tables.geometry, j, &d));
+                self.end_walk_reads(wa, ra);
+                other.end_walk_reads(wb, rb);
+            }
+            (Some(PairKey::C3(_)), Some(PairKey::C3(_))) => {
+                self.supply_c3_with((i, a), other, (j, b))
+            }
+            _ => {
+                self.supply(i, a);
+                other.supply(j, b);
+            }
+        }
+    }
+
+    /// [`Lookup::supply_with`] of the C3 reads of two lookups: the first `reach` deltas of
+    /// each park decoded together ([`C3Deltas::prefill_two`]), the rest as each scan needs.
+    fn supply_c3_with(
+        &mut self,
+        (i, a): (usize, &[u8]),
+        other: &mut Lookup,
+        (j, b): (usize, &[u8]),
+    ) {
+        let (
+            Stage::C3 { park: pa, cur: ca, positions: qa, next: na, reach: ra },
+            Stage::C3 { park: pb, cur: cb, positions: qb, next: nb, reach: rb },
+        ) = (
+            std::mem::replace(&mut self.stage, Stage::Done),
+            std::mem::replace(&mut other.stage, Stage::Done),
+        )
+        else {
+            unreachable!("pair_key found both lookups at a C3 read")
+        };
+        for (lookup, read) in [(&mut *self, i), (&mut *other, j)] {
+            lookup.supplied[read] = true;
+            lookup.remaining -= 1;
+        }
+        let (mut pre_a, mut pre_b) = ([0u8; C3_DELTAS_MAX], [0u8; C3_DELTAS_MAX]);
+        let da = C3Deltas::new(a, self.geometry(), self.mode);
+        let db = C3Deltas::new(b, other.geometry(), other.mode);
+        let (da, db) = match (da, db) {
+            (Ok(Some(mut da)), Ok(Some(mut db))) => {
+                C3Deltas::prefill_two(&mut da, &mut pre_a[..ra], &mut db, &mut pre_b[..rb]);
+                (Ok(Some(da)), Ok(Some(db)))
+            }
+            other => other,
+        };
+        let result = da.and_then(|d| self.after_c3(pa, ca, qa, na, d));
+        if let Err(e) = result {
+            self.finish(Err(e));
+        }
+        let result = db.and_then(|d| other.after_c3(pb, cb, qb, nb, d));
+        if let Err(e) = result {
+            other.finish(Err(e));
+        }
+    }
+
+    /// Whether, and with which others, read `i` (`len` bytes supplied) can be decoded
+    /// together with another lookup's ([`Lookup::supply_with`]): a read of a walk round, or
+    /// of a C3 park. A driver sorts the reads it holds by key and pairs neighbours: same
+    /// kind, and similar reach, so that both streams run alongside for longest.
+    pub fn pair_key(&self, i: usize, len: usize) -> Option<PairKey> {
+        if !self.read_ready(i, len) {
+            return None;
+        }
+        match &self.stage {
+            Stage::Walk(walk) => Some(PairKey::Walk(walk.upto(i))),
+            Stage::C3 { reach, .. } => Some(PairKey::C3(*reach)),
+            _ => None,
+        }
+    }
+
+    /// Takes the walk out of the stage to decode reads `reads` of its round (ready, checked
+    /// by the caller), counting them supplied; [`Lookup::end_walk_reads`] puts it back.
+    fn take_walk_reads(&mut self, reads: &[usize]) -> Walk {
+        let Stage::Walk(walk) = std::mem::replace(&mut self.stage, Stage::Done) else {
+            unreachable!("the caller checked that the lookup walks")
+        };
+        for &i in reads {
+            self.supplied[i] = true;
+            self.remaining -= 1;
+        }
+        walk
+    }
+
+    /// After [`Lookup::take_walk_reads`]: the walk goes on, its round ends, or the lookup
+    /// ends with the decode's error.
+    fn end_walk_reads(&mut self, walk: Walk, decoded: Result<(), PlotError>) {
+        let result = decoded.and_then(|()| {
             if self.remaining > 0 {
                 self.stage = Stage::Walk(walk);
                 Ok(())
@@ -362,11 +487,12 @@ impl Lookup {
         cur: u64,
         positions: Positions,
         next: Checkpoints,
+        reach: usize,
     ) -> Result<(), PlotError> {
         let size = self.geometry().c3_park_bytes();
         let read =
             self.tables.read_in_table(10, self.tables.table_start(10) + park * size, size)?;
-        self.stage = Stage::C3 { park, cur, positions, next };
+        self.stage = Stage::C3 { park, cur, positions, next, reach };
         self.set_reads([read]);
         Ok(())
     }
@@ -376,8 +502,9 @@ impl Lookup {
     fn absorb(&mut self, i: usize, bytes: &[u8]) -> Result<(), PlotError> {
         match std::mem::replace(&mut self.stage, Stage::Done) {
             Stage::C1 { group } => self.after_c1(group, bytes),
-            Stage::C3 { park, cur, positions, next } => {
-                self.after_c3(park, cur, positions, next, bytes)
+            Stage::C3 { park, cur, positions, next, reach: _ } => {
+                let deltas = C3Deltas::new(bytes, self.geometry(), self.mode)?;
+                self.after_c3(park, cur, positions, next, deltas)
             }
             Stage::P7 { positions, first_bit } => self.after_p7(positions, first_bit, bytes),
             Stage::Walk(mut walk) => {
@@ -415,7 +542,9 @@ impl Lookup {
                 }
                 let c = first + below as u64 - 1;
                 let base = value(below - 1);
-                self.start_c3(c, base, Positions::default(), Checkpoints::default())
+                let following = if below < real { Some(value(below)) } else { self.c2_next };
+                let reach = c3_reach(base, f7, following);
+                self.start_c3(c, base, Positions::default(), Checkpoints::default(), reach)
             }
             Mode::Complete => {
                 let below = (0..real).take_while(|&j| value(j) < f7).count();
@@ -451,7 +580,8 @@ impl Lookup {
                 if base == f7 {
                     positions.push(c * CHECKPOINT1_INTERVAL)?;
                 }
-                self.start_c3(c, base, positions, next)
+                let reach = c3_reach(base, f7, (next.len > 0).then_some(next.values[0]));
+                self.start_c3(c, base, positions, next, reach)
             }
         }
     }
@@ -463,11 +593,11 @@ impl Lookup {
         mut cur: u64,
         mut positions: Positions,
         mut next: Checkpoints,
-        bytes: &[u8],
+        deltas: Option<C3Deltas<'_>>,
     ) -> Result<(), PlotError> {
         let g = self.geometry();
         let f7 = self.f7;
-        let Some(mut deltas) = C3Deltas::new(bytes, g, self.mode)? else {
+        let Some(mut deltas) = deltas else {
             self.finish(Ok(Vec::new()));
             return Ok(());
         };
@@ -547,7 +677,7 @@ impl Lookup {
                     if v == f7 {
                         let park = park + 1;
                         positions.push(park * CHECKPOINT1_INTERVAL)?;
-                        return self.start_c3(park, v, positions, next);
+                        return self.start_c3(park, v, positions, next, 0);
                     }
                 }
                 self.start_p7(positions)
@@ -688,6 +818,11 @@ impl Walk {
             .unwrap_or(0)
     }
 
+    /// What decoding read `i` of this round (`bytes`) takes.
+    fn job<'a>(&self, geometry: Geometry, mode: Mode, i: usize, bytes: &'a [u8]) -> ParkJob<'a> {
+        ParkJob { bytes, upto: self.upto(i), geometry, table: self.table, mode }
+    }
+
     fn absorb(
         &mut self,
         geometry: Geometry,
@@ -695,7 +830,7 @@ impl Walk {
         i: usize,
         bytes: &[u8],
     ) -> Result<(), PlotError> {
-        let decoded = Park::decode(bytes, geometry, self.table, mode, self.upto(i))?;
+        let decoded = self.job(geometry, mode, i, bytes).decode()?;
         self.take_pairs(geometry, i, &decoded)
     }
 
@@ -708,7 +843,7 @@ impl Walk {
         (j, b): (usize, &[u8]),
     ) -> Result<(), PlotError> {
         let [da, db] =
-            Park::decode_two((a, self.upto(i)), (b, self.upto(j)), geometry, self.table, mode);
+            Park::decode_two(self.job(geometry, mode, i, a), self.job(geometry, mode, j, b));
         self.take_pairs(geometry, i, &da?)?;
         self.take_pairs(geometry, j, &db?)
     }
@@ -771,4 +906,125 @@ pub fn drive<E>(
         }
     }
     Ok(())
+}
+
+/// The bytes of one read for [`supply_batch`]: read `read` of round `round` of lookup
+/// `lookup` (an index into the batch's lookups).
+#[derive(Debug, Clone, Copy)]
+pub struct Supply<'a> {
+    pub lookup: usize,
+    pub round: u32,
+    pub read: usize,
+    pub bytes: &'a [u8],
+}
+
+/// [`Lookup::supply`] of every read of `reads`, each to its lookup of `lookups`: the same
+/// answers, but the parks of walk rounds and C3 parks are decoded two at a time, across
+/// lookups as within one ([`Lookup::supply_with`], [`Lookup::supply_many`]), paired by
+/// [`Lookup::pair_key`]. A read of a round its lookup has left is ignored (late); each read of a
+/// round is in `reads` at most once. Lookups whose reads are all ready at once (lookups of
+/// several challenges or plots driven together) gain from it: their decoding steps overlap.
+pub fn supply_batch(lookups: &mut [Lookup], reads: &[Supply<'_>]) {
+    // (pair key, position in `reads`) of each read that can be decoded with another.
+    let mut pairable = Vec::with_capacity(reads.len());
+    let mut others = Vec::new();
+    for (k, s) in reads.iter().enumerate() {
+        let key = lookups
+            .get(s.lookup)
+            .filter(|l| l.round == s.round)
+            .and_then(|l| l.pair_key(s.read, s.bytes.len()));
+        match key {
+            Some(key) => pairable.push((key, k)),
+            None => others.push(k),
+        }
+    }
+    pairable.sort_unstable();
+    let current = |lookups: &[Lookup], s: &Supply<'_>| {
+        lookups.get(s.lookup).is_some_and(|l| l.round == s.round)
+    };
+    for pair in pairable.chunks(2) {
+        let [(_, ka), (_, kb)] = *pair else {
+            others.push(pair[0].1);
+            continue;
+        };
+        let (a, b) = (&reads[ka], &reads[kb]);
+        match (current(lookups, a), current(lookups, b)) {
+            (true, true) if a.lookup == b.lookup => {
+                lookups[a.lookup].supply_many(&[(a.read, a.bytes), (b.read, b.bytes)]);
+            }
+            (true, true) => {
+                let (first, second) = if a.lookup < b.lookup { (a, b) } else { (b, a) };
+                let (head, tail) = lookups.split_at_mut(second.lookup);
+                head[first.lookup].supply_with(
+                    (first.read, first.bytes),
+                    &mut tail[0],
+                    (second.read, second.bytes),
+                );
+            }
+            _ => others.extend([ka, kb]),
+        }
+    }
+    for k in others {
+        let s = &reads[k];
+        if let Some(lookup) = lookups.get_mut(s.lookup).filter(|l| l.round == s.round) {
+            lookup.supply(s.read, s.bytes);
+        }
+    }
+}
+
+/// [`drive`] of several lookups together (of several challenges, say, in one plot): each
+/// step reads what every unfinished lookup owes (at most [`READS_TOGETHER_MAX`] reads) and
+/// supplies it as one batch ([`supply_batch`]), so that the parks of different lookups are
+/// decoded two at a time. `read(l, request, buffer)` reads for lookup `l` (the lookups may be
+/// of different plots) as [`drive`]'s reader does. The first read error ends the drive,
+/// leaving the lookups unfinished.
+pub fn drive_many<E>(
+    lookups: &mut [Lookup],
+    buffers: &mut Vec<Vec<u8>>,
+    mut read: impl FnMut(usize, ReadRequest, &mut Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut wanted: Vec<(usize, u32, usize)> = Vec::new();
+    loop {
+        wanted.clear();
+        'lookups: for (l, lookup) in lookups.iter().enumerate() {
+            for i in lookup.owed() {
+                if wanted.len() == READS_TOGETHER_MAX {
+                    break 'lookups;
+                }
+                wanted.push((l, lookup.round, i));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        if buffers.len() < wanted.len() {
+            buffers.resize_with(wanted.len(), Vec::new);
+        }
+        for (&(l, _, i), buffer) in wanted.iter().zip(buffers.iter_mut()) {
+            buffer.clear();
+            read(l, lookups[l].reads[i], buffer)?;
+        }
+        let supplies: Vec<Supply<'_>> = wanted
+            .iter()
+            .zip(buffers.iter())
+            .map(|(&(lookup, round, read), bytes)| Supply { lookup, round, read, bytes })
+            .collect();
+        supply_batch(lookups, &supplies);
+    }
+}
+
+/// About how many deltas a C3 scan from checkpoint value `cur` decodes to pass `f7`, when the
+/// next checkpoint (`following`, 10,000 entries on) is known: the gap to the target over the
+/// mean delta, less 1/16 so that a paired decode rarely runs past what the scan needs (the
+/// scan decodes the rest alone). 0 when unknown.
+fn c3_reach(cur: u64, f7: u64, following: Option<u64>) -> usize {
+    match following {
+        Some(next) if next > cur && f7 >= cur => {
+            let gap = u128::from(f7 - cur) * u128::from(CHECKPOINT1_INTERVAL);
+            let reach = gap / u128::from(next - cur);
+            let reach = usize::try_from(reach).unwrap_or(usize::MAX).min(C3_DELTAS_MAX);
+            reach - reach / 16
+        }
+        _ => 0,
+    }
 }

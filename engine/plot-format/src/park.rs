@@ -7,6 +7,22 @@ use crate::fse;
 use crate::layout::{Geometry, C3_DELTAS_MAX, DELTAS_PER_PARK};
 use crate::lookup::Mode;
 
+/// What [`Park::decode`] takes: a park's bytes, the last entry needed, and how to read it.
+#[derive(Clone, Copy)]
+pub(crate) struct ParkJob<'a> {
+    pub bytes: &'a [u8],
+    pub upto: usize,
+    pub geometry: Geometry,
+    pub table: u8,
+    pub mode: Mode,
+}
+
+impl<'a> ParkJob<'a> {
+    pub(crate) fn decode(self) -> Result<Park<'a>, PlotError> {
+        Park::decode(self.bytes, self.geometry, self.table, self.mode, self.upto)
+    }
+}
+
 /// One park of table 1..=6 with its deltas decoded up to a needed entry.
 pub(crate) struct Park<'a> {
     bytes: &'a [u8],
@@ -88,35 +104,25 @@ impl<'a> Park<'a> {
         Ok(park)
     }
 
-    /// [`Park::decode`] of two parks of table `table` (`(bytes, upto)` each), whose FSE
-    /// streams are decoded together ([`fse::decode_pair`]): the same results, sooner.
-    pub(crate) fn decode_two(
-        a: (&'a [u8], usize),
-        b: (&'a [u8], usize),
-        geometry: Geometry,
-        table: u8,
-        mode: Mode,
-    ) -> [Result<Park<'a>, PlotError>; 2] {
-        let headers = [a.0, b.0].map(|bytes| Header::read(bytes, geometry, table, mode));
+    /// [`Park::decode`] of two parks, each with its own table, geometry and mode (they may be
+    /// of different lookups, even of different plots), whose FSE streams are decoded together
+    /// ([`fse::decode_pair`]): the same results, sooner.
+    pub(crate) fn decode_two(a: ParkJob<'a>, b: ParkJob<'a>) -> [Result<Park<'a>, PlotError>; 2] {
+        let headers = [a, b].map(|j| Header::read(j.bytes, j.geometry, j.table, j.mode));
         let (ha, hb) = match headers {
             [Ok(Header { checkpoint: ca, deltas: Deltas::Fse(sa) }), Ok(Header { checkpoint: cb, deltas: Deltas::Fse(sb) })] => {
                 ((ca, sa), (cb, sb))
             }
-            _ => {
-                return [
-                    Park::decode(a.0, geometry, table, mode, a.1),
-                    Park::decode(b.0, geometry, table, mode, b.1),
-                ]
-            }
+            _ => return [a, b].map(ParkJob::decode),
         };
-        let fse_table = fse::park_table(table);
-        let (mut pa, mut pb) = (Park::empty(a.0, geometry, ha.0), Park::empty(b.0, geometry, hb.0));
-        let (wa, wb) = (a.1.min(DELTAS_PER_PARK), b.1.min(DELTAS_PER_PARK));
+        let mut pa = Park::empty(a.bytes, a.geometry, ha.0);
+        let mut pb = Park::empty(b.bytes, b.geometry, hb.0);
+        let (wa, wb) = (a.upto.min(DELTAS_PER_PARK), b.upto.min(DELTAS_PER_PARK));
         let [ra, rb] = fse::decode_pair(
-            (fse_table, ha.1, DELTAS_PER_PARK, &mut pa.deltas[..wa]),
-            (fse_table, hb.1, DELTAS_PER_PARK, &mut pb.deltas[..wb]),
+            (fse::park_table(a.table), ha.1, DELTAS_PER_PARK, &mut pa.deltas[..wa]),
+            (fse::park_table(b.table), hb.1, DELTAS_PER_PARK, &mut pb.deltas[..wb]),
         );
-        [pa.check_fse(ra, wa, table).map(|()| pa), pb.check_fse(rb, wb, table).map(|()| pb)]
+        [pa.check_fse(ra, wa, a.table).map(|()| pa), pb.check_fse(rb, wb, b.table).map(|()| pb)]
     }
 
     fn empty(bytes: &'a [u8], geometry: Geometry, checkpoint: u128) -> Park<'a> {
@@ -265,6 +271,8 @@ pub(crate) fn p7_entry(bytes: &[u8], geometry: Geometry, i: u64, first_bit: u64)
 /// target, so on average half a park is decoded.
 pub(crate) struct C3Deltas<'a> {
     stream: fse::Stream<'static, 'a>,
+    /// Symbols decoded ahead ([`C3Deltas::prefill_two`]), handed out before the stream's.
+    pre: &'a [u8],
     chunk: [u8; 256],
     /// Symbols handed out so far.
     produced: usize,
@@ -299,6 +307,7 @@ impl<'a> C3Deltas<'a> {
             .map_err(|source| PlotError::Fse { table: C3_TABLE, source })?;
         Ok(Some(C3Deltas {
             stream,
+            pre: &[],
             chunk: [0; 256],
             produced: 0,
             pad: mode == Mode::Chiapos,
@@ -306,8 +315,33 @@ impl<'a> C3Deltas<'a> {
         }))
     }
 
+    /// Decodes the first `buf_a.len()` deltas of `a` and `buf_b.len()` of `b` (or fewer,
+    /// where a stream stops) into the buffers, the two streams interleaved
+    /// ([`fse::Stream::fill_two`]); `next_chunk` hands them out first. The same deltas, sooner.
+    pub(crate) fn prefill_two(
+        a: &mut Self,
+        buf_a: &'a mut [u8],
+        b: &mut Self,
+        buf_b: &'a mut [u8],
+    ) {
+        debug_assert!(a.pre.is_empty() && b.pre.is_empty() && a.produced == 0 && b.produced == 0);
+        let (na, nb) = fse::Stream::fill_two(&mut a.stream, buf_a, &mut b.stream, buf_b);
+        let (buf_a, buf_b): (&'a [u8], &'a [u8]) = (buf_a, buf_b);
+        a.pre = &buf_a[..na];
+        b.pre = &buf_b[..nb];
+    }
+
     /// The next deltas (at most 256; empty at the end of the park).
     pub(crate) fn next_chunk(&mut self) -> Result<&[u8], PlotError> {
+        if !self.pre.is_empty() {
+            let (chunk, rest) = self.pre.split_at(self.pre.len().min(self.chunk.len()));
+            self.pre = rest;
+            self.produced += chunk.len();
+            if fse::c3_table().can_yield(0xff) && chunk.contains(&0xff) {
+                return Err(PlotError::BadDelta { table: C3_TABLE });
+            }
+            return Ok(chunk);
+        }
         let n = if !self.ended {
             let n = self
                 .stream

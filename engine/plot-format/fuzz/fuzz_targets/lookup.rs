@@ -10,14 +10,17 @@
 //! reads, each inside the file and below 1 MiB; no allocation above 64 MiB (`CappedAlloc`).
 //! Every proof the lookup returns is 8k bytes, and if the verifier accepts it, its quality is
 //! the one the lookup reported. With no byte changed, complete mode answers (or says there is no proof
-//! `index`) and every proof verifies.
+//! `index`) and every proof verifies. Driven again together with a clean lookup of a challenge
+//! that has proofs (`drive_many`: parks of the two decoded in pairs), the clean one answers as
+//! it does alone, and the corrupted one answers as before (or fails as before, perhaps naming
+//! another bad read of a round).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use plot_format::verify::validate_proof;
-use plot_format::{drive, Goal, Mode, PlotError, PlotOpener, ReadRequest};
+use plot_format::{drive, drive_many, Goal, Mode, PlotError, PlotOpener, ReadRequest};
 use plot_format_fuzz::{
-    fixture, read_at, real_proofs, write_seeds_if_asked, Input, OPEN_READS_MAX,
+    fixture, lookup_bytes, read_at, real_proofs, write_seeds_if_asked, Input, OPEN_READS_MAX,
 };
 
 const RECORDS_MAX: usize = 32;
@@ -98,6 +101,7 @@ fuzz_target!(init: write_seeds_if_asked(seeds), |data: &[u8]| {
         }
     }
     let plot = plot.expect("opening ends within OPEN_READS_MAX reads");
+    let opening_reads = reader.reads;
 
     let mut lookup = plot.lookup(&challenge, goal, mode);
     let mut lookup_reads = 0u32;
@@ -109,6 +113,26 @@ fuzz_target!(init: write_seeds_if_asked(seeds), |data: &[u8]| {
     })
     .expect("memory reads do not fail");
     let outcome = lookup.into_outcome().expect("driven to the end");
+
+    let reals = real_proofs();
+    let partner = reals[usize::from(flags >> 3) % reals.len()].challenge;
+    let mut lookups = [plot.lookup(&challenge, goal, mode), plot.lookup(&partner, goal, mode)];
+    reader.reads = opening_reads;
+    drive_many(&mut lookups, &mut Vec::new(), |l, r, buf| {
+        if l == 0 {
+            reader.read(bytes, r, buf);
+        } else {
+            buf.extend_from_slice(read_at(bytes, r));
+        }
+        Ok::<(), ()>(())
+    })
+    .expect("memory reads do not fail");
+    let [again, partner_outcome] = lookups.map(|l| l.into_outcome().expect("driven to the end"));
+    assert_eq!(partner_outcome, lookup_bytes(&plot, bytes, &partner, goal, mode));
+    match (&outcome, &again) {
+        (Ok(_), _) | (_, Ok(_)) => assert_eq!(outcome, again, "driven with another lookup"),
+        (Err(_), Err(_)) => {}
+    }
 
     let k = plot.k();
     match outcome {

@@ -4,7 +4,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use plot_format::layout::Geometry;
-use plot_format::{fse, park, Goal, Mode, Plot};
+use plot_format::{drive_many, fse, park, Goal, Lookup, Mode, Plot};
 use test_support::plot::{drive_bytes, drive_slices};
 
 struct Sample {
@@ -98,6 +98,34 @@ fn benches(c: &mut Criterion) {
             i = (i + 1) % set.len();
             drive_slices(s.plot.lookup(&set[i], Goal::Qualities, Mode::Chiapos), &s.bytes)
                 .map_or(0, |f| f.len())
+        })
+    });
+    // Eight quality lookups one after the other, then driven together (`drive_many`: their
+    // C3 and walk parks decoded in pairs); both read through copies, as `harvester prove`.
+    let mut i = 0;
+    group.bench_function("quality_chiapos_8_one_by_one", |b| {
+        b.iter(|| {
+            i = (i + 8) % set.len();
+            set[i..i + 8]
+                .iter()
+                .map(|ch| run(&s, ch, Goal::Qualities, Mode::Chiapos, &mut buf))
+                .sum::<usize>()
+        })
+    });
+    let mut i = 0;
+    group.bench_function("quality_chiapos_8_together", |b| {
+        b.iter(|| {
+            i = (i + 8) % set.len();
+            let mut lookups: Vec<Lookup> = set[i..i + 8]
+                .iter()
+                .map(|ch| s.plot.lookup(ch, Goal::Qualities, Mode::Chiapos))
+                .collect();
+            let read = |_, r: plot_format::ReadRequest, out: &mut Vec<u8>| {
+                out.extend_from_slice(test_support::plot::read_at(&s.bytes, r));
+                Ok::<(), ()>(())
+            };
+            drive_many(&mut lookups, &mut buf, read).expect("memory reads");
+            lookups.iter().filter_map(|l| l.outcome()?.as_ref().ok()).map(Vec::len).sum::<usize>()
         })
     });
     group.finish();

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use plot_format::{drive, Found, Goal, Mode, Plot, PlotError, PlotOpener, ReadRequest};
+use plot_format::{drive, drive_many, Found, Goal, Mode, Plot, PlotError, PlotOpener, ReadRequest};
 
 /// Why a plot file cannot be served; always names the file.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,31 @@ impl PlotFile {
         // `drive` returns only once the lookup is done, so the outcome is set.
         let outcome = lookup.into_outcome().expect("drive runs a lookup to its outcome");
         outcome.map_err(|source| PlotFileError::Plot { path: self.path.clone(), source })
+    }
+
+    /// [`PlotFile::lookup`] of several challenges, driven together ([`drive_many`]: their
+    /// parks are decoded two at a time); answers in the order of `challenges`. A read error
+    /// fails them all.
+    pub(crate) fn lookup_many(
+        &self,
+        challenges: &[[u8; 32]],
+        goal: Goal,
+        mode: Mode,
+        buf: &mut Vec<Vec<u8>>,
+    ) -> Result<Vec<Result<Vec<Found>, PlotFileError>>, PlotFileError> {
+        let mut lookups: Vec<_> =
+            challenges.iter().map(|c| self.plot.lookup(c, goal, mode)).collect();
+        let io = |source| PlotFileError::Io { path: self.path.clone(), source };
+        drive_many(&mut lookups, buf, |_, request, buf| read_at(&self.file, request, buf))
+            .map_err(io)?;
+        Ok(lookups
+            .into_iter()
+            .map(|lookup| {
+                // `drive_many` returns Ok only once every lookup is done.
+                let outcome = lookup.into_outcome().expect("drive_many runs lookups to the end");
+                outcome.map_err(|source| PlotFileError::Plot { path: self.path.clone(), source })
+            })
+            .collect())
     }
 }
 

@@ -65,6 +65,10 @@ pub(crate) fn run(
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// Challenges of one plot looked up together ([`PlotFile::lookup_many`]): enough for every
+/// step to hold parks of several lookups to decode in pairs.
+const LOOKUPS_TOGETHER_MAX: usize = 8;
+
 fn prove_plot(
     path: &Path,
     challenges: &[[u8; 32]],
@@ -75,21 +79,24 @@ fn prove_plot(
     let plot = PlotFile::open(path).map_err(|e| e.to_string())?;
     let shown = path.display().to_string();
     let mut lines = String::new();
-    for challenge in challenges {
-        let found = plot.lookup(challenge, goal, mode, buf).map_err(|e| e.to_string())?;
-        let challenge_hex = hex::encode(challenge);
-        for f in found {
-            let mut line = serde_json::json!({
-                "plot": shown,
-                "challenge": challenge_hex,
-                "index": f.index,
-                "quality": hex::encode(f.quality),
-            });
-            if let Some(proof) = &f.proof {
-                line["proof"] = serde_json::Value::String(hex::encode(proof));
+    for group in challenges.chunks(LOOKUPS_TOGETHER_MAX) {
+        let answers = plot.lookup_many(group, goal, mode, buf).map_err(|e| e.to_string())?;
+        for (challenge, found) in group.iter().zip(answers) {
+            let found = found.map_err(|e| e.to_string())?;
+            let challenge_hex = hex::encode(challenge);
+            for f in found {
+                let mut line = serde_json::json!({
+                    "plot": shown,
+                    "challenge": challenge_hex,
+                    "index": f.index,
+                    "quality": hex::encode(f.quality),
+                });
+                if let Some(proof) = &f.proof {
+                    line["proof"] = serde_json::Value::String(hex::encode(proof));
+                }
+                lines.push_str(&line.to_string());
+                lines.push('\n');
             }
-            lines.push_str(&line.to_string());
-            lines.push('\n');
         }
     }
     Ok(lines)

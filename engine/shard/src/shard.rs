@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use disk_io::{Backend, Completion, DirectIo, FileId, IoError, ReadOp};
-use plot_format::{Found, Goal, Lookup, Mode, Plot, PlotError, ReadRequest};
+use disk_io::{Backend, Buffer, Completion, DirectIo, FileId, IoError, ReadOp};
+use plot_format::{Found, Goal, Lookup, Mode, PairKey, Plot, PlotError, ReadRequest};
 
 use crate::metrics::{Histograms, MetricsHandle, Snapshot};
 
@@ -311,8 +311,20 @@ struct Waiter {
     index: usize,
 }
 
+/// A lookup read answered by a buffer of the group being handled: its bytes are
+/// `group_buffers[buffer].bytes()[lo..hi]`.
+#[derive(Clone, Copy)]
+struct GroupRead {
+    waiter: Waiter,
+    buffer: usize,
+    lo: usize,
+    hi: usize,
+    /// How it pairs with another lookup's read (`Lookup::pair_key`), found when supplied.
+    key: Option<PairKey>,
+}
+
 /// While reaping, the reads produced so far are submitted after every this many completions
-/// (see `Shard::refill`).
+/// (see `Shard::refill`); the completions in between are supplied as one group.
 const REFILL_EVERY_COMPLETIONS: usize = 8;
 
 /// One reap takes in at most this many times `reads_in_flight_max` completions, so that a disk
@@ -376,6 +388,11 @@ pub struct Shard<B: Backend, C: Clock> {
     completions: Vec<Completion>,
     /// The completions of one reap being handled, with the time each was taken (reused).
     batch: VecDeque<(Completion, Duration)>,
+    /// The buffers of a group of completions (at most `REFILL_EVERY_COMPLETIONS`) and the
+    /// lookup reads they answer, supplied together so that walk reads of different lookups
+    /// decode in pairs (`supply_group`; reused).
+    group_buffers: Vec<Buffer>,
+    group_reads: Vec<GroupRead>,
     degraded: bool,
     /// When the disk last recovered (reads pushed before it no longer mark it stuck).
     recovered_at: Duration,
@@ -420,6 +437,8 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             unsent_urgent: VecDeque::new(),
             completions: Vec::new(),
             batch: VecDeque::new(),
+            group_buffers: Vec::new(),
+            group_reads: Vec::new(),
             degraded: false,
             recovered_at: Duration::ZERO,
             last_completion: Duration::ZERO,
@@ -913,57 +932,138 @@ impl<B: Backend, C: Clock> Shard<B, C> {
         // Buffered reads of cached pages complete at submit, so there it only adds system calls
         // (measured: about 4 % fewer warm lookups/s).
         let refill = self.config.direct_io != DirectIo::Off;
-        let mut handled = 0usize;
-        while let Some((c, now)) = batch.pop_front() {
-            if refill && handled % REFILL_EVERY_COMPLETIONS == 0 {
+        while !batch.is_empty() {
+            if refill {
                 self.refill(&mut batch, &mut reaped);
             }
-            handled += 1;
-            if Some(c.tag) == self.probe_tag {
-                self.probe_done(c);
-                continue;
+            for _ in 0..REFILL_EVERY_COMPLETIONS {
+                let Some((c, now)) = batch.pop_front() else { break };
+                self.take_completion(c, now);
             }
-            let Some(read) = self.in_flight.remove(&c.tag) else {
-                if let Ok(buf) = c.result {
-                    self.backend.recycle(buf);
-                }
-                continue;
-            };
-            let (file, start, _) = read.request;
-            if self.by_block.get(&(file, start)) == Some(&c.tag) {
-                self.by_block.remove(&(file, start));
+            self.supply_group();
+        }
+        self.batch = batch;
+    }
+
+    /// Accounts for one completion: errors go to their lookups at once, the bytes of a good
+    /// read join the group (`supply_group` supplies them).
+    fn take_completion(&mut self, c: Completion, now: Duration) {
+        if Some(c.tag) == self.probe_tag {
+            return self.probe_done(c);
+        }
+        let Some(read) = self.in_flight.remove(&c.tag) else {
+            if let Ok(buf) = c.result {
+                self.backend.recycle(buf);
             }
-            Histograms::record(
-                &mut self.snapshot.histograms.read_latency_us,
-                micros(now.saturating_sub(read.pushed)),
-            );
-            match c.result {
-                Ok(buf) => {
-                    self.snapshot.counters.read_bytes += buf.len() as u64;
-                    for w in read.waiters {
-                        // Each waiter gets its own bytes out of the block range.
-                        let Some((_, r, _)) = self.waiter_request(w) else {
-                            self.snapshot.counters.reads_late += 1;
-                            continue;
-                        };
-                        let bytes = buf.bytes();
-                        let lo = usize::try_from(r.offset.saturating_sub(start))
-                            .unwrap_or(usize::MAX)
-                            .min(bytes.len());
-                        let hi = lo.saturating_add(r.len as usize).min(bytes.len());
-                        self.supply(w, Ok(&bytes[lo..hi]));
-                    }
-                    self.backend.recycle(buf);
+            return;
+        };
+        let (file, start, _) = read.request;
+        if self.by_block.get(&(file, start)) == Some(&c.tag) {
+            self.by_block.remove(&(file, start));
+        }
+        Histograms::record(
+            &mut self.snapshot.histograms.read_latency_us,
+            micros(now.saturating_sub(read.pushed)),
+        );
+        match c.result {
+            Ok(buf) => {
+                self.snapshot.counters.read_bytes += buf.len() as u64;
+                let len = buf.bytes().len();
+                let buffer = self.group_buffers.len();
+                for w in read.waiters {
+                    // Each waiter gets its own bytes out of the block range.
+                    let Some((_, r, _)) = self.waiter_request(w) else {
+                        self.snapshot.counters.reads_late += 1;
+                        continue;
+                    };
+                    let lo = usize::try_from(r.offset.saturating_sub(start))
+                        .unwrap_or(usize::MAX)
+                        .min(len);
+                    let hi = lo.saturating_add(r.len as usize).min(len);
+                    self.group_reads.push(GroupRead { waiter: w, buffer, lo, hi, key: None });
                 }
-                Err(e) => {
-                    self.snapshot.counters.read_errors += 1;
-                    for w in read.waiters {
-                        self.supply(w, Err(e.clone()));
-                    }
+                self.group_buffers.push(buf);
+            }
+            Err(e) => {
+                self.snapshot.counters.read_errors += 1;
+                for w in read.waiters {
+                    self.supply(w, Err(e.clone()));
                 }
             }
         }
-        self.batch = batch;
+    }
+
+    /// Supplies the group's reads to their lookups: reads of walk rounds and of C3 parks two
+    /// at a time, paired by kind and reach (`Lookup::pair_key`, `Lookup::supply_with`: their
+    /// FSE streams decode interleaved), the rest one by one.
+    /// Then the group's buffers go back to the backend.
+    fn supply_group(&mut self) {
+        let buffers = std::mem::take(&mut self.group_buffers);
+        let mut reads = std::mem::take(&mut self.group_reads);
+        let bytes = |r: &GroupRead| &buffers[r.buffer].bytes()[r.lo..r.hi];
+        for r in reads.iter_mut() {
+            r.key = self.pair_key(r.waiter, bytes(r).len());
+        }
+        // Pairable reads first, sorted by kind and reach; the others after them.
+        reads.sort_unstable_by_key(|r| (r.key.is_none(), r.key));
+        let mut k = 0;
+        while k < reads.len() {
+            let a = reads[k];
+            match reads.get(k + 1) {
+                Some(&b) if a.key.is_some() && b.key.is_some() => {
+                    self.supply_pair((a.waiter, bytes(&a)), (b.waiter, bytes(&b)));
+                    k += 2;
+                }
+                _ => {
+                    self.supply(a.waiter, Ok(bytes(&a)));
+                    k += 1;
+                }
+            }
+        }
+        reads.clear();
+        self.group_reads = reads;
+        let mut buffers = buffers;
+        for buf in buffers.drain(..) {
+            self.backend.recycle(buf);
+        }
+        self.group_buffers = buffers;
+    }
+
+    /// The lookup `w` stands for, if it still wants that read.
+    fn wanting(&self, w: Waiter) -> Option<&Active> {
+        let a = self.active.get(w.slot)?.as_ref()?;
+        (a.generation == w.generation && a.lookup.round() == w.round).then_some(a)
+    }
+
+    /// How `Lookup::supply_with` can pair `w`'s read, if it can.
+    fn pair_key(&self, w: Waiter, len: usize) -> Option<PairKey> {
+        self.wanting(w)?.lookup.pair_key(w.index, len)
+    }
+
+    /// Supplies two pairable reads together: of two lookups (`Lookup::supply_with`) or two
+    /// walk reads of one (`Lookup::supply_many`).
+    fn supply_pair(&mut self, (wa, a): (Waiter, &[u8]), (wb, b): (Waiter, &[u8])) {
+        if self.wanting(wa).is_none() || self.wanting(wb).is_none() {
+            self.supply(wa, Ok(a));
+            return self.supply(wb, Ok(b));
+        }
+        if wa.slot == wb.slot {
+            if let Some(Some(active)) = self.active.get_mut(wa.slot) {
+                active.lookup.supply_many(&[(wa.index, a), (wb.index, b)]);
+            }
+            // Once: both reads are of the same round of the same lookup.
+            return self.after_supply(wa);
+        }
+        let ((first, x), (second, y)) =
+            if wa.slot < wb.slot { ((wa, a), (wb, b)) } else { ((wb, b), (wa, a)) };
+        let (head, tail) = self.active.split_at_mut(second.slot);
+        // `wanting` found both slots occupied just above.
+        let (Some(p), Some(q)) = (head[first.slot].as_mut(), tail[0].as_mut()) else {
+            unreachable!("both lookups are active")
+        };
+        p.lookup.supply_with((first.index, x), &mut q.lookup, (second.index, y));
+        self.after_supply(first);
+        self.after_supply(second);
     }
 
     fn supply(&mut self, w: Waiter, bytes: Result<&[u8], IoError>) {
@@ -975,15 +1075,19 @@ impl<B: Backend, C: Clock> Shard<B, C> {
             self.snapshot.counters.reads_late += 1;
             return;
         }
-        let plot = a.plot;
         match bytes {
-            Ok(bytes) => {
-                a.lookup.supply(w.index, bytes);
-                if let Some(p) = self.plots.get_mut(&plot) {
-                    p.consecutive_errors = 0;
-                }
-            }
+            Ok(bytes) => a.lookup.supply(w.index, bytes),
             Err(e) => return self.io_failed(w.slot, e),
+        }
+        self.after_supply(w);
+    }
+
+    /// After bytes were supplied for `w`: the plot read well, and the lookup is done, goes
+    /// on to its next round, or waits for more reads of this one.
+    fn after_supply(&mut self, w: Waiter) {
+        let Some(Some(a)) = self.active.get(w.slot) else { return };
+        if let Some(p) = self.plots.get_mut(&a.plot) {
+            p.consecutive_errors = 0;
         }
         if a.lookup.is_done() {
             self.retire(w.slot);

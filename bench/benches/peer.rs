@@ -98,7 +98,7 @@ struct Sample {
 }
 
 fn sample() -> Sample {
-    let (path, bytes, plot) = bench::k18_fixture();
+    let (path, bytes, plot) = test_support::plot::k18_fixture();
 
     // The one runtime of the peer side, created here, outside every timed loop.
     let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");

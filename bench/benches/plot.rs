@@ -13,7 +13,7 @@ struct Sample {
 }
 
 fn sample() -> Sample {
-    let (_, bytes, plot) = bench::k18_fixture();
+    let (_, bytes, plot) = test_support::plot::k18_fixture();
     Sample { bytes, plot }
 }
 

@@ -94,8 +94,7 @@ fn farmer_sim_gets_valid_answers_to_all_nine_messages_for_both_key_kinds() {
     );
 
     // Independent check with the reference: chiapos' Verifier and blspy's AugSchemeMPL.
-    let python = repo().join(".venv/bin/python");
-    let out = Command::new(python)
+    let out = Command::new(test_support::oracle_python())
         .arg(repo().join("scripts/oracle.py"))
         .args(["check-answers", "--file"])
         .arg(&dump)

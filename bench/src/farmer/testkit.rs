@@ -34,7 +34,7 @@ impl FixtureProof {
 pub(crate) fn fixture_proof() -> &'static FixtureProof {
     static PROOF: OnceLock<FixtureProof> = OnceLock::new();
     PROOF.get_or_init(|| {
-        let (path, _, plot) = crate::k18_fixture();
+        let (path, _, plot) = test_support::plot::k18_fixture();
         let keys = parse_memo(plot.memo()).and_then(|m| m.derive()).expect("a memo plot");
         let PoolKind::PublicKey(pool_pk) = *keys.pool() else {
             panic!("{}: expected a pool public key memo", path.display());
@@ -69,5 +69,5 @@ pub(crate) fn fixture_proof() -> &'static FixtureProof {
 
 /// `fixtures/farmer-keys.json`: the farmer key of every fixture memo and the fixture pool key.
 pub(crate) fn farmer_keys() -> FarmerKeys {
-    FarmerKeys::load(&crate::fixtures_dir().join("farmer-keys.json")).expect("fixture keys")
+    FarmerKeys::load(&test_support::fixtures().join("farmer-keys.json")).expect("fixture keys")
 }

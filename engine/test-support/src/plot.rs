@@ -25,6 +25,21 @@ pub fn open_bytes(bytes: &[u8]) -> Result<Plot, PlotError> {
     }
 }
 
+/// The first k=18 fixture plot (by name, under [`crate::fixtures`]): its path, its bytes and
+/// the plot opened from them.
+pub fn k18_fixture() -> (std::path::PathBuf, Vec<u8>, Plot) {
+    let dir = crate::fixtures().join("plots");
+    let path = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("k18")))
+        .min()
+        .expect("a k18 fixture plot");
+    let bytes = std::fs::read(&path).expect("readable fixture");
+    let plot = open_bytes(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (path, bytes, plot)
+}
+
 /// Runs `lookup` to its end against the plot file's `bytes` ([`read_at`]) and returns its
 /// outcome. `buffers` hold the reads; pass the same ones again to allocate nothing (benches).
 /// Panics past [`LOOKUP_READS_MAX`] reads.

@@ -24,7 +24,7 @@ enum Behaviour {
 /// A harvester with the first k18 fixture plot (a memo plot): announces every quality, answers
 /// proof requests with the proof and signature requests with its local share.
 async fn fake_harvester<S: AsyncRead + AsyncWrite + Unpin>(stream: S, behaviour: Behaviour) {
-    let (path, _, plot) = crate::k18_fixture();
+    let (path, _, plot) = test_support::plot::k18_fixture();
     let (file, _) = shard::open_plot(&path).expect("opens");
     let keys = parse_memo(plot.memo()).and_then(|m| m.derive()).expect("memo plot");
     let PoolKind::PublicKey(pool_pk) = *keys.pool() else { panic!("pool key plot expected") };

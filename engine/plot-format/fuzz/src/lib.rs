@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use plot_format::{drive, Found, Goal, Mode, Plot, PlotError, PlotOpener, ReadRequest};
+use plot_format::{Goal, Mode, Plot};
 
 /// No input may make the code under test ask for this much memory at once: every size it
 /// allocates must come from k (at most a C2 table, ~160 MB at k = 50, never reached with the
@@ -125,13 +125,10 @@ pub fn write_seeds_if_asked(seeds: impl FnOnce() -> Vec<Vec<u8>>) {
     std::process::exit(0);
 }
 
-/// The fixture plot the targets fuzz around: `$HARVESTER_FIXTURES/plots/k18-og-a.plot`
-/// (default `<repo>/fixtures`, made by `scripts/make-fixtures.sh`). 4 MB, k = 18.
+/// The fixture plot the targets fuzz around: `plots/k18-og-a.plot` in the fixture folder
+/// (`test_support::fixtures`, made by `scripts/make-fixtures.sh`). 4 MB, k = 18.
 pub fn fixture_path() -> PathBuf {
-    let dir = std::env::var_os("HARVESTER_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../fixtures"));
-    dir.join("plots/k18-og-a.plot")
+    test_support::fixtures().join("plots/k18-og-a.plot")
 }
 
 pub struct Fixture {
@@ -152,40 +149,7 @@ pub fn fixture() -> &'static Fixture {
     })
 }
 
-/// The bytes of `r` in `bytes`, cut short at the end (a short read: a typed error, not a panic).
-pub fn read_at(bytes: &[u8], r: ReadRequest) -> &[u8] {
-    let end = usize::try_from(r.end()).unwrap_or(usize::MAX).min(bytes.len());
-    let start = usize::try_from(r.offset).unwrap_or(usize::MAX).min(end);
-    &bytes[start..end]
-}
-
-/// Opens a plot held in memory.
-pub fn open_bytes(bytes: &[u8]) -> Result<Plot, PlotError> {
-    let mut opener = PlotOpener::new(bytes.len() as u64);
-    for _ in 0..OPEN_READS_MAX {
-        if let Some(plot) = opener.supply(read_at(bytes, opener.next_read()))? {
-            return Ok(plot);
-        }
-    }
-    panic!("opening takes more than {OPEN_READS_MAX} reads");
-}
-
-/// A lookup in memory, as `tests/support` runs it.
-pub fn lookup_bytes(
-    plot: &Plot,
-    bytes: &[u8],
-    challenge: &[u8; 32],
-    goal: Goal,
-    mode: Mode,
-) -> Result<Vec<Found>, PlotError> {
-    let mut lookup = plot.lookup(challenge, goal, mode);
-    drive(&mut lookup, &mut Vec::new(), |r, buf| {
-        buf.extend_from_slice(read_at(bytes, r));
-        Ok::<(), ()>(())
-    })
-    .expect("memory reads do not fail");
-    lookup.into_outcome().expect("driven to the end")
-}
+pub use test_support::plot::{lookup_bytes, open_bytes, read_at};
 
 /// Deterministic pseudo-random challenges (xorshift; no hashing needed).
 pub fn challenges(seed: u64, n: usize) -> Vec<[u8; 32]> {

@@ -261,39 +261,10 @@ impl Lookup {
     /// of a proof walk (up to 32 parks) gains from it. When several reads are bad, which one's
     /// error ends the lookup may differ from the one-by-one order.
     pub fn supply_many(&mut self, reads: &[(usize, &[u8])]) {
-        let Stage::Walk(walk) = &self.stage else {
-            for (i, bytes) in reads {
-                self.supply(*i, bytes);
-            }
-            return;
-        };
-        // (how far into its park, position in `reads`) of each first read of a park.
-        let mut order = Vec::with_capacity(reads.len());
-        let mut others = Vec::new();
-        let mut taken = vec![false; self.reads.len()];
-        for (k, (i, bytes)) in reads.iter().enumerate() {
-            if self.read_ready(*i, bytes.len()) && !std::mem::replace(&mut taken[*i], true) {
-                order.push((walk.upto(*i), k));
-            } else {
-                others.push(k);
-            }
-        }
-        order.sort_unstable();
-        for pair in order.chunks(2) {
-            match *pair {
-                [(_, a), (_, b)] if self.walk_pair_ready(reads[a], reads[b]) => {
-                    self.supply_two(reads[a], reads[b]);
-                }
-                _ => {
-                    for &(_, k) in pair {
-                        self.supply(reads[k].0, reads[k].1);
-                    }
-                }
-            }
-        }
-        for k in others {
-            self.supply(reads[k].0, reads[k].1);
-        }
+        let round = self.round;
+        let reads: Vec<Supply<'_>> =
+            reads.iter().map(|&(read, bytes)| Supply { lookup: 0, round, read, bytes }).collect();
+        supply_batch(std::slice::from_mut(self), &reads);
     }
 
     /// Whether read `i` of this round awaits bytes and `len` is its requested length.
@@ -368,10 +339,8 @@ impl Lookup {
         else {
             unreachable!("pair_key found both lookups at a C3 read")
         };
-        for (lookup, read) in [(&mut *self, i), (&mut *other, j)] {
-            lookup.supplied[read] = true;
-            lookup.remaining -= 1;
-        }
+        self.count_supplied(&[i]);
+        other.count_supplied(&[j]);
         let (mut pre_a, mut pre_b) = ([0u8; C3_DELTAS_MAX], [0u8; C3_DELTAS_MAX]);
         let da = C3Deltas::new(a, self.geometry(), self.mode);
         let db = C3Deltas::new(b, other.geometry(), other.mode);
@@ -413,11 +382,16 @@ impl Lookup {
         let Stage::Walk(walk) = std::mem::replace(&mut self.stage, Stage::Done) else {
             unreachable!("the caller checked that the lookup walks")
         };
+        self.count_supplied(reads);
+        walk
+    }
+
+    /// Counts reads `reads` of this round (ready, checked by the caller) as supplied.
+    fn count_supplied(&mut self, reads: &[usize]) {
         for &i in reads {
             self.supplied[i] = true;
             self.remaining -= 1;
         }
-        walk
     }
 
     /// After [`Lookup::take_walk_reads`]: the walk goes on, its round ends, or the lookup
@@ -885,27 +859,7 @@ pub fn drive<E>(
     buffers: &mut Vec<Vec<u8>>,
     mut read: impl FnMut(ReadRequest, &mut Vec<u8>) -> Result<(), E>,
 ) -> Result<(), E> {
-    while !lookup.is_done() {
-        let round = lookup.round();
-        let count = lookup.reads().len();
-        let mut first = 0;
-        while lookup.round() == round && first < count {
-            let end = count.min(first + READS_TOGETHER_MAX);
-            let requests = &lookup.reads()[first..end];
-            if buffers.len() < requests.len() {
-                buffers.resize_with(requests.len(), Vec::new);
-            }
-            for (request, buffer) in requests.iter().zip(buffers.iter_mut()) {
-                buffer.clear();
-                read(*request, buffer)?;
-            }
-            let supplies: Vec<(usize, &[u8])> =
-                (first..end).zip(buffers.iter().map(Vec::as_slice)).collect();
-            lookup.supply_many(&supplies);
-            first = end;
-        }
-    }
-    Ok(())
+    drive_many(std::slice::from_mut(lookup), buffers, |_, request, buffer| read(request, buffer))
 }
 
 /// The bytes of one read for [`supply_batch`]: read `read` of round `round` of lookup
@@ -950,7 +904,12 @@ pub fn supply_batch(lookups: &mut [Lookup], reads: &[Supply<'_>]) {
         let (a, b) = (&reads[ka], &reads[kb]);
         match (current(lookups, a), current(lookups, b)) {
             (true, true) if a.lookup == b.lookup => {
-                lookups[a.lookup].supply_many(&[(a.read, a.bytes), (b.read, b.bytes)]);
+                let lookup = &mut lookups[a.lookup];
+                if lookup.walk_pair_ready((a.read, a.bytes), (b.read, b.bytes)) {
+                    lookup.supply_two((a.read, a.bytes), (b.read, b.bytes));
+                } else {
+                    others.extend([ka, kb]);
+                }
             }
             (true, true) => {
                 let (first, second) = if a.lookup < b.lookup { (a, b) } else { (b, a) };

@@ -333,15 +333,24 @@ impl<'a> C3Deltas<'a> {
 
     /// The next deltas (at most 256; empty at the end of the park).
     pub(crate) fn next_chunk(&mut self) -> Result<&[u8], PlotError> {
-        if !self.pre.is_empty() {
+        let chunk = if self.pre.is_empty() {
+            let n = self.decode_chunk()?;
+            &self.chunk[..n]
+        } else {
             let (chunk, rest) = self.pre.split_at(self.pre.len().min(self.chunk.len()));
             self.pre = rest;
-            self.produced += chunk.len();
-            if fse::c3_table().can_yield(0xff) && chunk.contains(&0xff) {
-                return Err(PlotError::BadDelta { table: C3_TABLE });
-            }
-            return Ok(chunk);
+            chunk
+        };
+        self.produced += chunk.len();
+        // Padding is zeros, and chiapos' C3 table has 116 symbols: no scan is needed for it.
+        if fse::c3_table().can_yield(0xff) && chunk.contains(&0xff) {
+            return Err(PlotError::BadDelta { table: C3_TABLE });
         }
+        Ok(chunk)
+    }
+
+    /// Decodes the stream's next deltas (then chiapos' zero padding) into `chunk`; how many.
+    fn decode_chunk(&mut self) -> Result<usize, PlotError> {
         let n = if !self.ended {
             let n = self
                 .stream
@@ -352,21 +361,14 @@ impl<'a> C3Deltas<'a> {
         } else {
             0
         };
-        let n = if n == 0 && self.pad {
+        Ok(if n == 0 && self.pad {
             // chiapos reads its zero-filled buffer to the end.
             let zeros = (C3_DELTAS_MAX - self.produced).min(self.chunk.len());
             self.chunk[..zeros].fill(0);
             zeros
         } else {
             n
-        };
-        self.produced += n;
-        let chunk = &self.chunk[..n];
-        // Padding is zeros, and chiapos' C3 table has 116 symbols: no scan is needed for it.
-        if fse::c3_table().can_yield(0xff) && chunk.contains(&0xff) {
-            return Err(PlotError::BadDelta { table: C3_TABLE });
-        }
-        Ok(chunk)
+        })
     }
 }
 

@@ -67,3 +67,25 @@ fn lookups_driven_together_answer_as_each_alone() {
     }
     assert!(found >= 500, "coverage: {found} answers");
 }
+
+#[test]
+fn a_read_error_ends_the_drive_and_leaves_the_lookups_unfinished() {
+    let mem = MemPlot::load(&fixtures()[0].path);
+    let mut lookups: Vec<Lookup> = challenges("together-error", 8)
+        .iter()
+        .map(|c| mem.plot.lookup(c, Goal::QualitiesAndProofs, Mode::Chiapos))
+        .collect();
+    let running = lookups.iter().filter(|l| !l.is_done()).count();
+    assert!(running > 0, "some lookups need reads");
+    let mut reads = 0;
+    let result = drive_many(&mut lookups, &mut Vec::new(), |_, request, buffer| {
+        reads += 1;
+        if reads == 12 {
+            return Err(reads);
+        }
+        buffer.extend_from_slice(test_support::plot::read_at(&mem.bytes, request));
+        Ok(())
+    });
+    assert_eq!(result, Err(12), "the reader's error, at once");
+    assert!(lookups.iter().any(|l| !l.is_done()), "the drive stopped with lookups unfinished");
+}

@@ -901,10 +901,7 @@ impl<B: Backend, C: Clock> Shard<B, C> {
 
     /// The read a waiter stands for, if its lookup still wants it.
     fn waiter_request(&self, w: Waiter) -> Option<(FileId, ReadRequest, u64)> {
-        let a = self.active.get(w.slot)?.as_ref()?;
-        if a.generation != w.generation || a.lookup.round() != w.round {
-            return None;
-        }
+        let a = self.wanting(w)?;
         let request = *a.lookup.reads().get(w.index)?;
         let slot = self.plots.get(&a.plot)?;
         Some((slot.file, request, slot.plot.tables().file_len))

@@ -169,42 +169,110 @@ impl<'a> Park<'a> {
         let stub_bits = self.geometry.stub_bits();
         let stubs_at = self.geometry.line_point_bytes() as usize;
         let n = p.min(self.summable).min(DELTAS_PER_PARK);
-        let sum_deltas: u64 = self.deltas[..n].iter().map(|&d| u64::from(d)).sum();
+        let sum_deltas = sum_bytes(&self.deltas[..n]);
         let sum_stubs = sum_packed(self.bytes.get(stubs_at..).unwrap_or(&[]), stub_bits, n);
         self.checkpoint + u128::from(sum_stubs) + (u128::from(sum_deltas) << stub_bits)
     }
+}
+
+/// The sum of `bytes`: 32 column totals in `u16` (at most 257 rows of 32 at a time), which
+/// the compiler vectorises, where a byte-by-byte sum is a chain of scalar additions.
+fn sum_bytes(bytes: &[u8]) -> u64 {
+    let mut sum = 0u64;
+    for block in bytes.chunks(257 * 32) {
+        let mut total = [0u16; 32];
+        let rows = block.chunks_exact(32);
+        let rest = rows.remainder();
+        for row in rows {
+            for (t, &b) in total.iter_mut().zip(row) {
+                *t += u16::from(b);
+            }
+        }
+        sum += total.iter().map(|&t| u64::from(t)).sum::<u64>();
+        sum += rest.iter().map(|&b| u64::from(b)).sum::<u64>();
+    }
+    sum
 }
 
 /// The sum of the first `n` `width`-bit fields of `bytes` (MSB first; missing bytes are 0).
 fn sum_packed(bytes: &[u8], width: u32, n: usize) -> u64 {
     debug_assert!((1..=57).contains(&width));
     let w = width as usize;
-    // Eight fields span exactly `width` bytes, so every group of eight has its fields at the
-    // same byte offsets and bit shifts. Each field then sits inside one 8-byte big-endian word
-    // of a 64-byte window (offset <= 7 * 57 / 8 = 49); the fields are independent, so the
-    // loop has no carried state but the sum, and one bounds check per group.
-    let mut at = [0usize; 8];
-    let mut shift = [0u32; 8];
-    for m in 0..8 {
-        at[m] = (m * w / 8).min(56);
-        shift[m] = (m * w % 8) as u32;
+    // Whole groups of eight fields (`w` bytes each) present in `bytes`, summed by columns.
+    let groups = if w >= 8 { (n / 8).min(bytes.len() / w) } else { 0 };
+    let mut sum = match w {
+        8..=16 => sum_groups::<16>(bytes, w, groups),
+        17..=32 => sum_groups::<32>(bytes, w, groups),
+        33..=57 => sum_groups::<64>(bytes, w, groups),
+        _ => 0,
+    };
+    let width64 = u64::from(width);
+    for i in (groups * 8) as u64..n as u64 {
+        sum = sum.wrapping_add(get_bits(bytes, i * width64, width));
+    }
+    sum
+}
+
+/// The sum (mod 2^64) of the `w`-bit fields (8 <= w <= `N`) of the first `groups` groups of
+/// eight fields in `bytes`; a group is `w` bytes, with its fields at the same bit offsets in
+/// every group.
+///
+/// Each byte of a group lies in one field, or (where a field ends inside it) its high bits
+/// end one field and its low `s` bits start the next. So the sum is a weighted sum of column
+/// totals: per byte position `j`, the total of the bytes and of their low `s_j` bits over
+/// all groups. The high parts sum to `(total - low total) >> s_j` exactly, as each of them
+/// is a multiple of `2^s_j`. The column totals are byte additions over a fixed `N`-byte row,
+/// which the compiler vectorises, with no branch per field.
+fn sum_groups<const N: usize>(bytes: &[u8], w: usize, groups: usize) -> u64 {
+    debug_assert!((8..=N).contains(&w) && groups * w <= bytes.len());
+    // Per column: `keep` (0xff for the group's own bytes, 0 for the next group's bytes that
+    // an `N`-byte row also holds), the low-bits mask, and the shifts that weigh the high and
+    // low parts by their place in their fields.
+    let mut keep = [0u8; N];
+    let mut low = [0u8; N];
+    let mut shifts = [(0u32, 0u32, 0u32); N];
+    for j in 0..w {
+        let end = 8 * j + 8;
+        let field_end = (8 * j / w + 1) * w;
+        keep[j] = 0xff;
+        shifts[j] = if field_end >= end {
+            (0, (field_end - end) as u32, 0)
+        } else {
+            let s = end - field_end;
+            low[j] = (1u8 << s) - 1;
+            (s as u32, 0, (field_end + w - end) as u32)
+        };
     }
     let mut sum = 0u64;
-    let mut done = 0;
-    while done + 8 <= n {
-        let Some(window) = bytes.get(done / 8 * w..).and_then(|b| b.first_chunk::<64>()) else {
-            break;
-        };
-        for m in 0..8 {
-            let a = at[m].min(56);
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&window[a..a + 8]);
-            sum += (u64::from_be_bytes(word) << shift[m]) >> (64 - width);
+    let mut row_at = 0;
+    // At most 257 groups at a time: 257 bytes of at most 255 keep a column total in a u16.
+    for block in (0..groups).step_by(257) {
+        let mut total = [0u16; N];
+        let mut low_total = [0u16; N];
+        for _ in block..groups.min(block + 257) {
+            let mut padded = [0u8; N];
+            let row = match bytes.get(row_at..).and_then(|b| b.first_chunk::<N>()) {
+                Some(row) => row,
+                None => {
+                    // The last rows: copy the group into a zero-padded row.
+                    padded[..w].copy_from_slice(&bytes[row_at..row_at + w]);
+                    &padded
+                }
+            };
+            for j in 0..N {
+                total[j] += u16::from(row[j] & keep[j]);
+                low_total[j] += u16::from(row[j] & low[j]);
+            }
+            row_at += w;
         }
-        done += 8;
+        for (j, &(s, high_shift, low_shift)) in shifts.iter().enumerate().take(w) {
+            let high = u64::from((total[j] - low_total[j]) >> s);
+            sum = sum
+                .wrapping_add(high << high_shift)
+                .wrapping_add(u64::from(low_total[j]) << low_shift);
+        }
     }
-    let width64 = u64::from(width);
-    sum + (done as u64..n as u64).map(|i| get_bits(bytes, i * width64, width)).sum::<u64>()
+    sum
 }
 
 /// The line point of entry `p` of one park of table `table` (1..=6) held in `park`.
@@ -394,9 +462,36 @@ mod tests {
 
     proptest! {
         #[test]
-        fn packed_sums_equal_field_by_field(bytes in proptest::collection::vec(any::<u8>(), 0..600), width in 15u32..=47, n in 0usize..100) {
-            let slow: u64 = (0..n as u64).map(|i| get_bits(&bytes, i * u64::from(width), width)).sum();
+        fn packed_sums_equal_field_by_field(bytes in proptest::collection::vec(any::<u8>(), 0..9000), width in 1u32..=57, n in 0usize..2100) {
+            let slow = (0..n as u64).map(|i| get_bits(&bytes, i * u64::from(width), width)).fold(0u64, u64::wrapping_add);
             prop_assert_eq!(sum_packed(&bytes, width, n), slow);
+        }
+    }
+
+    #[test]
+    fn packed_sums_of_all_ones_fill_every_column_past_one_block() {
+        // 2100 fields are 262 groups: more than the 257 a block of u16 column totals holds.
+        let bytes = vec![0xffu8; 2100 * 57 / 8 + 8];
+        for width in 1u32..=57 {
+            let field = (1u64 << width) - 1;
+            for n in [0, 7, 8, 2056, 2063, 2100] {
+                let expected = (0..n).fold(0u64, |s, _| s.wrapping_add(field));
+                assert_eq!(sum_packed(&bytes, width, n), expected, "width {width}, n {n}");
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn byte_sums_equal_one_by_one(bytes in proptest::collection::vec(any::<u8>(), 0..9000)) {
+            prop_assert_eq!(sum_bytes(&bytes), bytes.iter().map(|&b| u64::from(b)).sum::<u64>());
+        }
+    }
+
+    #[test]
+    fn byte_sums_of_all_ones_pass_one_block() {
+        for len in [0, 31, 32, 2047, 257 * 32, 257 * 32 + 33, 20_000] {
+            assert_eq!(sum_bytes(&vec![0xff; len]), 255 * len as u64, "{len} bytes");
         }
     }
 

@@ -121,6 +121,7 @@ fn benches(c: &mut Criterion) {
                 .map(|ch| s.plot.lookup(ch, Goal::Qualities, Mode::Chiapos))
                 .collect();
             let read = |_, r: plot_format::ReadRequest, out: &mut Vec<u8>| {
+                out.clear();
                 out.extend_from_slice(test_support::plot::read_at(&s.bytes, r));
                 Ok::<(), ()>(())
             };

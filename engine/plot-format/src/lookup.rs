@@ -10,7 +10,8 @@
 use crate::bits::get_bits;
 use crate::error::PlotError;
 use crate::layout::{
-    Geometry, C3_DELTAS_MAX, CHECKPOINT1_INTERVAL, CHECKPOINT2_INTERVAL, ENTRIES_PER_PARK,
+    Geometry, C3_DELTAS_MAX, CHECKPOINT1_INTERVAL, CHECKPOINT2_INTERVAL, DELTAS_PER_PARK,
+    ENTRIES_PER_PARK,
 };
 use crate::park::{line_point_to_square, p7_entry, C3Deltas, Park, ParkJob};
 use crate::plot::Tables;
@@ -302,9 +303,10 @@ impl Lookup {
             (Some(PairKey::Walk(_)), Some(PairKey::Walk(_))) => {
                 let mut wa = self.take_walk_reads(&[i]);
                 let mut wb = other.take_walk_reads(&[j]);
+                let (mut deltas_a, mut deltas_b) = ([0; DELTAS_PER_PARK], [0; DELTAS_PER_PARK]);
                 let [da, db] = Park::decode_two(
-                    wa.job(self.tables.geometry, self.mode, i, a),
-                    wb.job(other.tables.geometry, other.mode, j, b),
+                    (wa.job(self.tables.geometry, self.mode, i, a), &mut deltas_a),
+                    (wb.job(other.tables.geometry, other.mode, j, b), &mut deltas_b),
                 );
                 let ra = da.and_then(|d| wa.take_pairs(self.tables.geometry, i, &d));
                 let rb = db.and_then(|d| wb.take_pairs(other.tables.geometry, j, &d));
@@ -804,7 +806,8 @@ impl Walk {
         i: usize,
         bytes: &[u8],
     ) -> Result<(), PlotError> {
-        let decoded = self.job(geometry, mode, i, bytes).decode()?;
+        let mut deltas = [0; DELTAS_PER_PARK];
+        let decoded = self.job(geometry, mode, i, bytes).decode(&mut deltas)?;
         self.take_pairs(geometry, i, &decoded)
     }
 
@@ -816,8 +819,11 @@ impl Walk {
         (i, a): (usize, &[u8]),
         (j, b): (usize, &[u8]),
     ) -> Result<(), PlotError> {
-        let [da, db] =
-            Park::decode_two(self.job(geometry, mode, i, a), self.job(geometry, mode, j, b));
+        let (mut deltas_a, mut deltas_b) = ([0; DELTAS_PER_PARK], [0; DELTAS_PER_PARK]);
+        let [da, db] = Park::decode_two(
+            (self.job(geometry, mode, i, a), &mut deltas_a),
+            (self.job(geometry, mode, j, b), &mut deltas_b),
+        );
         self.take_pairs(geometry, i, &da?)?;
         self.take_pairs(geometry, j, &db?)
     }
@@ -850,7 +856,8 @@ impl Walk {
 pub const READS_TOGETHER_MAX: usize = 64;
 
 /// Runs a lookup to its end with a synchronous reader (`read(request, buffer)` fills `buffer`
-/// with exactly the requested bytes; it gets an empty one). A round's reads are read and then
+/// with exactly the requested bytes, replacing what it holds: an earlier read's bytes, which a
+/// reader that only resizes need not zero again). A round's reads are read and then
 /// supplied together ([`Lookup::supply_many`], at most [`READS_TOGETHER_MAX`] at a time), each
 /// into one of `buffers`, which grows to that many and can be passed again to allocate nothing.
 /// For tests, benches and simple tools; the engine drives lookups itself.
@@ -960,7 +967,6 @@ pub fn drive_many<E>(
             buffers.resize_with(wanted.len(), Vec::new);
         }
         for (&(l, _, i), buffer) in wanted.iter().zip(buffers.iter_mut()) {
-            buffer.clear();
             read(l, lookups[l].reads[i], buffer)?;
         }
         let supplies: Vec<Supply<'_>> = wanted

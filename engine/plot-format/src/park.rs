@@ -18,17 +18,22 @@ pub(crate) struct ParkJob<'a> {
 }
 
 impl<'a> ParkJob<'a> {
-    pub(crate) fn decode(self) -> Result<Park<'a>, PlotError> {
-        Park::decode(self.bytes, self.geometry, self.table, self.mode, self.upto)
+    pub(crate) fn decode(self, deltas: &'a mut DeltasBuf) -> Result<Park<'a>, PlotError> {
+        Park::decode(self.bytes, self.geometry, self.table, self.mode, self.upto, deltas)
     }
 }
+
+/// Where [`Park::decode`] puts a park's deltas: the caller's, so that a decoded park is a few
+/// words to move, not 2 KB. Its old contents do not matter.
+pub(crate) type DeltasBuf = [u8; DELTAS_PER_PARK];
 
 /// One park of table 1..=6 with its deltas decoded up to a needed entry.
 pub(crate) struct Park<'a> {
     bytes: &'a [u8],
     geometry: Geometry,
     checkpoint: u128,
-    deltas: [u8; DELTAS_PER_PARK],
+    /// The first `upto` deltas (0 past the end of a short park's stream).
+    deltas: &'a [u8],
     /// Entries past this many deltas add nothing (chiapos: the uncompressed form has no more).
     summable: usize,
 }
@@ -81,87 +86,60 @@ impl<'a> Header<'a> {
 }
 
 impl<'a> Park<'a> {
-    /// Decodes what is needed to read entries `0..=upto` of the park in `bytes`.
+    /// Decodes what is needed to read entries `0..=upto` of the park in `bytes`, its deltas
+    /// into `deltas`.
     pub(crate) fn decode(
         bytes: &'a [u8],
         geometry: Geometry,
         table: u8,
         mode: Mode,
         upto: usize,
+        deltas: &'a mut DeltasBuf,
     ) -> Result<Park<'a>, PlotError> {
         let header = Header::read(bytes, geometry, table, mode)?;
-        let mut park = Park::empty(bytes, geometry, header.checkpoint);
-        let wanted = upto.min(DELTAS_PER_PARK);
-        match header.deltas {
-            Deltas::Raw(raw, n) => park.take_raw(raw, n, wanted, table)?,
+        let out = &mut deltas[..upto.min(DELTAS_PER_PARK)];
+        let summable = match header.deltas {
+            Deltas::Raw(raw, n) => take_raw(raw, n, out, table)?,
             Deltas::Fse(stream) => {
                 let fse_table = fse::park_table(table);
-                let result =
-                    fse::decode(fse_table, stream, DELTAS_PER_PARK, &mut park.deltas[..wanted]);
-                park.check_fse(result, wanted, table)?;
+                let result = fse::decode(fse_table, stream, DELTAS_PER_PARK, out);
+                check_fse(result, out, table)?
             }
-        }
-        Ok(park)
+        };
+        Ok(Park { bytes, geometry, checkpoint: header.checkpoint, deltas: out, summable })
     }
 
     /// [`Park::decode`] of two parks, each with its own table, geometry and mode (they may be
     /// of different lookups, even of different plots), whose FSE streams are decoded together
     /// ([`fse::decode_pair`]): the same results, sooner.
-    pub(crate) fn decode_two(a: ParkJob<'a>, b: ParkJob<'a>) -> [Result<Park<'a>, PlotError>; 2] {
+    pub(crate) fn decode_two(
+        (a, deltas_a): (ParkJob<'a>, &'a mut DeltasBuf),
+        (b, deltas_b): (ParkJob<'a>, &'a mut DeltasBuf),
+    ) -> [Result<Park<'a>, PlotError>; 2] {
         let headers = [a, b].map(|j| Header::read(j.bytes, j.geometry, j.table, j.mode));
         let (ha, hb) = match headers {
             [Ok(Header { checkpoint: ca, deltas: Deltas::Fse(sa) }), Ok(Header { checkpoint: cb, deltas: Deltas::Fse(sb) })] => {
                 ((ca, sa), (cb, sb))
             }
-            _ => return [a, b].map(ParkJob::decode),
+            _ => return [a.decode(deltas_a), b.decode(deltas_b)],
         };
-        let mut pa = Park::empty(a.bytes, a.geometry, ha.0);
-        let mut pb = Park::empty(b.bytes, b.geometry, hb.0);
-        let (wa, wb) = (a.upto.min(DELTAS_PER_PARK), b.upto.min(DELTAS_PER_PARK));
+        let out_a = &mut deltas_a[..a.upto.min(DELTAS_PER_PARK)];
+        let out_b = &mut deltas_b[..b.upto.min(DELTAS_PER_PARK)];
         let [ra, rb] = fse::decode_pair(
-            (fse::park_table(a.table), ha.1, DELTAS_PER_PARK, &mut pa.deltas[..wa]),
-            (fse::park_table(b.table), hb.1, DELTAS_PER_PARK, &mut pb.deltas[..wb]),
+            (fse::park_table(a.table), ha.1, DELTAS_PER_PARK, &mut *out_a),
+            (fse::park_table(b.table), hb.1, DELTAS_PER_PARK, &mut *out_b),
         );
-        [pa.check_fse(ra, wa, a.table).map(|()| pa), pb.check_fse(rb, wb, b.table).map(|()| pb)]
-    }
-
-    fn empty(bytes: &'a [u8], geometry: Geometry, checkpoint: u128) -> Park<'a> {
-        Park { bytes, geometry, checkpoint, deltas: [0; DELTAS_PER_PARK], summable: 0 }
-    }
-
-    /// Takes the first `wanted` of `raw` deltas (the writer's uncompressed fallback, which
-    /// says it holds `n`).
-    fn take_raw(
-        &mut self,
-        raw: &[u8],
-        n: usize,
-        wanted: usize,
-        table: u8,
-    ) -> Result<(), PlotError> {
-        let take = raw.len().min(wanted);
-        self.deltas[..take].copy_from_slice(&raw[..take]);
-        if self.deltas[..take].contains(&0xff) {
-            return Err(PlotError::BadDelta { table });
-        }
-        self.summable = n;
-        Ok(())
-    }
-
-    /// Checks the FSE decode of the first `wanted` deltas. Missing deltas of a short last
-    /// park stay 0 (trap 10).
-    fn check_fse(
-        &mut self,
-        result: Result<usize, fse::FseError>,
-        wanted: usize,
-        table: u8,
-    ) -> Result<(), PlotError> {
-        result.map_err(|source| PlotError::Fse { table, source })?;
-        // chiapos' tables have at most 255 symbols, so no scan is needed for them.
-        if fse::park_table(table).can_yield(0xff) && self.deltas[..wanted].contains(&0xff) {
-            return Err(PlotError::BadDelta { table });
-        }
-        self.summable = DELTAS_PER_PARK;
-        Ok(())
+        let park = |job: ParkJob<'a>, checkpoint, deltas: &'a [u8], summable| Park {
+            bytes: job.bytes,
+            geometry: job.geometry,
+            checkpoint,
+            deltas,
+            summable,
+        };
+        [
+            check_fse(ra, out_a, a.table).map(|s| park(a, ha.0, out_a, s)),
+            check_fse(rb, out_b, b.table).map(|s| park(b, hb.0, out_b, s)),
+        ]
     }
 
     /// The line point of entry `p` (at most the `upto` given to [`Park::decode`]).
@@ -169,10 +147,39 @@ impl<'a> Park<'a> {
         let stub_bits = self.geometry.stub_bits();
         let stubs_at = self.geometry.line_point_bytes() as usize;
         let n = p.min(self.summable).min(DELTAS_PER_PARK);
-        let sum_deltas = sum_bytes(&self.deltas[..n]);
+        // Deltas past the decoded ones (past `upto`) count as 0.
+        let sum_deltas = sum_bytes(&self.deltas[..n.min(self.deltas.len())]);
         let sum_stubs = sum_packed(self.bytes.get(stubs_at..).unwrap_or(&[]), stub_bits, n);
         self.checkpoint + u128::from(sum_stubs) + (u128::from(sum_deltas) << stub_bits)
     }
+}
+
+/// Takes the first `out.len()` of `raw` deltas (the writer's uncompressed fallback, which says
+/// it holds `n`), 0 past its end; returns how many entries they sum over (`n`).
+fn take_raw(raw: &[u8], n: usize, out: &mut [u8], table: u8) -> Result<usize, PlotError> {
+    let take = raw.len().min(out.len());
+    out[..take].copy_from_slice(&raw[..take]);
+    out[take..].fill(0);
+    if out[..take].contains(&0xff) {
+        return Err(PlotError::BadDelta { table });
+    }
+    Ok(n)
+}
+
+/// Checks the FSE decode of the deltas in `out`, which it wrote; missing deltas of a short
+/// last park become 0 (trap 10). Returns how many entries they sum over.
+fn check_fse(
+    result: Result<usize, fse::FseError>,
+    out: &mut [u8],
+    table: u8,
+) -> Result<usize, PlotError> {
+    let got = result.map_err(|source| PlotError::Fse { table, source })?.min(out.len());
+    out[got..].fill(0);
+    // chiapos' tables have at most 255 symbols, so no scan is needed for them.
+    if fse::park_table(table).can_yield(0xff) && out.contains(&0xff) {
+        return Err(PlotError::BadDelta { table });
+    }
+    Ok(DELTAS_PER_PARK)
 }
 
 /// The sum of `bytes`: 32 column totals in `u16` (at most 257 rows of 32 at a time), which
@@ -283,7 +290,8 @@ pub fn line_point_at(
     mode: Mode,
     p: usize,
 ) -> Result<u128, PlotError> {
-    Ok(Park::decode(park, geometry, table, mode, p)?.line_point(p))
+    let mut deltas = [0; DELTAS_PER_PARK];
+    Ok(Park::decode(park, geometry, table, mode, p, &mut deltas)?.line_point(p))
 }
 
 fn byte_at(bytes: &[u8], i: usize) -> u8 {

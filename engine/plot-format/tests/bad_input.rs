@@ -120,6 +120,7 @@ fn reads_of(mem: &MemPlot, challenge: &[u8; 32], goal: Goal, mode: Mode) -> Vec<
     let mut reads = Vec::new();
     plot_format::drive(&mut lookup, &mut Vec::new(), |r, buf| {
         reads.push((r.offset, r.end()));
+        buf.clear();
         buf.extend_from_slice(&mem.bytes[r.offset as usize..r.end() as usize]);
         Ok::<(), ()>(())
     })

@@ -46,7 +46,10 @@ fn lookups_driven_together_answer_as_each_alone() {
                         .collect();
                     let result = drive_many(&mut lookups, &mut buffers, |l, request, buffer| {
                         let bytes = test_support::plot::read_at(&mems[chunk[l].0].bytes, request);
-                        buffer.extend_from_slice(bytes);
+                        // As the harvester's reader does: resized, not cleared, so a
+                        // buffer holds an earlier read's bytes until these replace them.
+                        buffer.resize(bytes.len(), 0);
+                        buffer.copy_from_slice(bytes);
                         Ok::<(), ()>(())
                     });
                     assert_eq!(result, Ok(()));
@@ -83,6 +86,7 @@ fn a_read_error_ends_the_drive_and_leaves_the_lookups_unfinished() {
         if reads == 12 {
             return Err(reads);
         }
+        buffer.clear();
         buffer.extend_from_slice(test_support::plot::read_at(&mem.bytes, request));
         Ok(())
     });

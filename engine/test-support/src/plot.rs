@@ -48,6 +48,7 @@ pub fn drive_bytes(mut lookup: Lookup, bytes: &[u8], buffers: &mut Vec<Vec<u8>>)
     drive(&mut lookup, buffers, |request, buffer| {
         reads += 1;
         assert!(reads < LOOKUP_READS_MAX, "a lookup must not loop");
+        buffer.clear();
         buffer.extend_from_slice(read_at(bytes, request));
         Ok::<(), ()>(())
     })

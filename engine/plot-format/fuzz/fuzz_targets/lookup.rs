@@ -122,6 +122,7 @@ fuzz_target!(init: write_seeds_if_asked(seeds), |data: &[u8]| {
         if l == 0 {
             reader.read(bytes, r, buf);
         } else {
+            buf.clear();
             buf.extend_from_slice(read_at(bytes, r));
         }
         Ok::<(), ()>(())

@@ -124,6 +124,8 @@ struct Walk {
     pairs: Vec<(u64, u64)>,
     /// Distinct parks of this round, sorted; `reads[i]` fetches `parks[i]`.
     parks: Vec<u64>,
+    /// The last entry of `parks[i]` that a node needs: how far its decode runs.
+    uptos: Vec<usize>,
     /// Table-7 index of each tree (the `index` of [`Found`]).
     indices: Vec<u32>,
 }
@@ -711,6 +713,7 @@ impl Lookup {
             nodes: trees.iter().map(|t| t.1).collect(),
             pairs: Vec::new(),
             parks: Vec::new(),
+            uptos: Vec::new(),
         };
         self.start_walk_round(walk)
     }
@@ -724,6 +727,15 @@ impl Lookup {
         walk.parks.extend(walk.nodes.iter().map(|n| n / ENTRIES_PER_PARK));
         walk.parks.sort_unstable();
         walk.parks.dedup();
+        walk.uptos.clear();
+        walk.uptos.resize(walk.parks.len(), 0);
+        for node in &walk.nodes {
+            // Every node's park is in `parks`, which is sorted.
+            if let Ok(i) = walk.parks.binary_search(&(node / ENTRIES_PER_PARK)) {
+                let entry = (node % ENTRIES_PER_PARK) as usize;
+                walk.uptos[i] = walk.uptos[i].max(entry);
+            }
+        }
         let start = self.tables.table_start(table);
         let mut reads = Vec::with_capacity(walk.parks.len());
         for &park in &walk.parks {
@@ -785,13 +797,7 @@ impl Lookup {
 impl Walk {
     /// The last entry of park `i` of this round that a node needs.
     fn upto(&self, i: usize) -> usize {
-        let park = self.parks[i];
-        self.nodes
-            .iter()
-            .filter(|n| *n / ENTRIES_PER_PARK == park)
-            .map(|n| (n % ENTRIES_PER_PARK) as usize)
-            .max()
-            .unwrap_or(0)
+        self.uptos[i]
     }
 
     /// What decoding read `i` of this round (`bytes`) takes.

@@ -11,6 +11,7 @@
 //! Alignment of direct reads: statx `stx_dio_offset_align` when the file system reports it,
 //! else the logical block size of the disk ([`crate::device`]), 4096 without a block device.
 //! Buffered files get `POSIX_FADV_RANDOM`: plot reads are random, readahead only wastes disk time.
+//! Every file is opened with O_NOATIME where allowed ([`open_read`]).
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
@@ -83,12 +84,12 @@ impl FileState {
     /// Opens `path` for reading as `direct` asks; says whether O_DIRECT was asked and refused.
     pub(crate) fn open(path: &Path, direct: DirectIo) -> io::Result<(FileState, Option<Fallback>)> {
         if direct == DirectIo::Off {
-            return Ok((FileState::buffered(File::open(path)?, path)?, None));
+            return Ok((FileState::buffered(open_read(path, 0)?, path)?, None));
         }
-        let file = match OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path) {
+        let file = match open_read(path, libc::O_DIRECT) {
             Ok(file) => file,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                let state = FileState::buffered(File::open(path)?, path)?;
+                let state = FileState::buffered(open_read(path, 0)?, path)?;
                 return Ok((state, Some(Fallback::OpenRefused)));
             }
             Err(e) => return Err(e),
@@ -207,6 +208,24 @@ fn dio_alignment(file: &File) -> DioAlignment {
 }
 
 /// Clears O_DIRECT on an open file (Linux allows toggling it with F_SETFL).
+/// Opens `path` read-only with `flags` (`open(2)` flags) and O_NOATIME, so that reading plots
+/// writes no access times to their disks (the kernel also skips its atime check on each
+/// read); without O_NOATIME where it is refused: EPERM when we neither own the file nor have
+/// CAP_FOWNER.
+pub fn open_read(path: &Path, flags: i32) -> io::Result<File> {
+    open_noatime_or_not(flags, |flags| OpenOptions::new().read(true).custom_flags(flags).open(path))
+}
+
+fn open_noatime_or_not(
+    flags: i32,
+    mut open: impl FnMut(i32) -> io::Result<File>,
+) -> io::Result<File> {
+    match open(flags | libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(flags),
+        opened => opened,
+    }
+}
+
 fn set_buffered(file: &File) -> io::Result<()> {
     let fd = file.as_raw_fd();
     // SAFETY: F_GETFL on an fd that `file` keeps open for the call; it takes no memory.
@@ -366,6 +385,47 @@ pub(crate) fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
 mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
+
+    fn status_flags(file: &File) -> i32 {
+        // SAFETY: F_GETFL on an fd that `file` keeps open for the call; it takes no memory.
+        unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) }
+    }
+
+    #[test]
+    fn our_own_files_open_without_access_times() {
+        let path = scratch("noatime", &[7u8; 4096]);
+        let file = open_read(&path, 0).expect("open");
+        assert_ne!(status_flags(&file) & libc::O_NOATIME, 0, "O_NOATIME set");
+        std::fs::remove_file(&path).expect("remove");
+        let missing = open_read(&path, 0).expect_err("no such file");
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_refused_noatime_opens_again_without_it() {
+        let path = scratch("noatime-refused", &[7u8; 4096]);
+        let mut asked = Vec::new();
+        // As the kernel answers a file we do not own: EPERM for O_NOATIME only.
+        let file = open_noatime_or_not(libc::O_DIRECT, |flags| {
+            asked.push(flags);
+            if flags & libc::O_NOATIME != 0 {
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
+            File::open(&path)
+        })
+        .expect("opened the second time");
+        assert_eq!(asked, [libc::O_DIRECT | libc::O_NOATIME, libc::O_DIRECT]);
+        assert_eq!(status_flags(&file) & libc::O_NOATIME, 0);
+        std::fs::remove_file(&path).expect("remove");
+        // Any other error is the answer.
+        let mut tries = 0;
+        let err = open_noatime_or_not(0, |_| {
+            tries += 1;
+            Err(io::Error::from_raw_os_error(libc::EINVAL))
+        })
+        .expect_err("EINVAL stands");
+        assert_eq!((err.raw_os_error(), tries), (Some(libc::EINVAL), 1));
+    }
 
     #[test]
     fn plans_widen_to_the_alignment() {

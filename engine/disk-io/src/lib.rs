@@ -21,6 +21,7 @@ pub mod pread;
 pub mod uring;
 
 pub use buffer::Buffer;
+pub use file::open_read;
 
 /// A file opened through a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

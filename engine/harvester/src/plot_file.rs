@@ -30,7 +30,7 @@ impl PlotFile {
             return Err(PlotFileError::Plot2 { path: path.to_owned() });
         }
         let io = |source| PlotFileError::Io { path: path.to_owned(), source };
-        let file = File::open(path).map_err(io)?;
+        let file = disk_io::open_read(path, 0).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let mut opener = PlotOpener::new(len);
         let mut buf = Vec::new();

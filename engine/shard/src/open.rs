@@ -9,7 +9,7 @@ use plot_format::{drive, Goal, Mode, Outcome, Plot, PlotOpener};
 
 /// Opens and indexes the plot at `path`; decoder errors come back as `InvalidData`.
 pub fn open_plot(path: &Path) -> std::io::Result<(File, Plot)> {
-    let file = File::open(path)?;
+    let file = disk_io::open_read(path, 0)?;
     let mut opener = PlotOpener::new(file.metadata()?.len());
     let mut buf = Vec::new();
     loop {

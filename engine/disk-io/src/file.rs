@@ -211,7 +211,8 @@ fn dio_alignment(file: &File) -> DioAlignment {
 /// Opens `path` read-only with `flags` (`open(2)` flags) and O_NOATIME, so that reading plots
 /// writes no access times to their disks (the kernel also skips its atime check on each
 /// read); without O_NOATIME where it is refused: EPERM when we neither own the file nor have
-/// CAP_FOWNER.
+/// CAP_FOWNER, or EINVAL from a file system that takes the flag amiss (the open is then tried
+/// as it would be without us asking; its own EINVAL, to O_DIRECT say, stands).
 pub fn open_read(path: &Path, flags: i32) -> io::Result<File> {
     open_noatime_or_not(flags, |flags| OpenOptions::new().read(true).custom_flags(flags).open(path))
 }
@@ -221,7 +222,7 @@ fn open_noatime_or_not(
     mut open: impl FnMut(i32) -> io::Result<File>,
 ) -> io::Result<File> {
     match open(flags | libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(flags),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EINVAL)) => open(flags),
         opened => opened,
     }
 }
@@ -417,14 +418,22 @@ mod tests {
         assert_eq!(asked, [libc::O_DIRECT | libc::O_NOATIME, libc::O_DIRECT]);
         assert_eq!(status_flags(&file) & libc::O_NOATIME, 0);
         std::fs::remove_file(&path).expect("remove");
-        // Any other error is the answer.
+        // EINVAL is tried again without the flag too, and the second answer stands.
         let mut tries = 0;
-        let err = open_noatime_or_not(0, |_| {
+        let err = open_noatime_or_not(libc::O_DIRECT, |_| {
             tries += 1;
             Err(io::Error::from_raw_os_error(libc::EINVAL))
         })
-        .expect_err("EINVAL stands");
-        assert_eq!((err.raw_os_error(), tries), (Some(libc::EINVAL), 1));
+        .expect_err("EINVAL to O_DIRECT stands");
+        assert_eq!((err.raw_os_error(), tries), (Some(libc::EINVAL), 2));
+        // Any other error is the answer at once.
+        let mut tries = 0;
+        let err = open_noatime_or_not(0, |_| {
+            tries += 1;
+            Err(io::Error::from_raw_os_error(libc::ENOENT))
+        })
+        .expect_err("ENOENT stands");
+        assert_eq!((err.raw_os_error(), tries), (Some(libc::ENOENT), 1));
     }
 
     #[test]

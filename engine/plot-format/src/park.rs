@@ -252,12 +252,13 @@ fn sum_groups<const N: usize>(bytes: &[u8], w: usize, groups: usize) -> u64 {
     }
     let mut sum = 0u64;
     let mut row_at = 0;
+    // Only its first `w` bytes are ever written, so the rest stays zero for every use.
+    let mut padded = [0u8; N];
     // At most 257 groups at a time: 257 bytes of at most 255 keep a column total in a u16.
     for block in (0..groups).step_by(257) {
         let mut total = [0u16; N];
         let mut low_total = [0u16; N];
         for _ in block..groups.min(block + 257) {
-            let mut padded = [0u8; N];
             let row = match bytes.get(row_at..).and_then(|b| b.first_chunk::<N>()) {
                 Some(row) => row,
                 None => {
@@ -473,6 +474,39 @@ mod tests {
         fn packed_sums_equal_field_by_field(bytes in proptest::collection::vec(any::<u8>(), 0..9000), width in 1u32..=57, n in 0usize..2100) {
             let slow = (0..n as u64).map(|i| get_bits(&bytes, i * u64::from(width), width)).fold(0u64, u64::wrapping_add);
             prop_assert_eq!(sum_packed(&bytes, width, n), slow);
+        }
+    }
+
+    proptest! {
+        /// `Park::decode` takes a delta buffer whose old contents do not matter: a park
+        /// decoded over stale bytes reads as one decoded over zeros, where its stream (FSE or
+        /// raw) ends before the entry (short parks), or the park's bytes end early.
+        #[test]
+        fn stale_delta_buffers_decode_as_zeroed_ones(
+            table in 1u8..=6,
+            raw in any::<bool>(),
+            stream in proptest::collection::vec(1u8..=255, 1..24),
+            stubs in proptest::collection::vec(any::<u8>(), 64),
+            p in 0usize..DELTAS_PER_PARK,
+            cut in any::<bool>(),
+        ) {
+            let geometry = Geometry::new(18);
+            let mut park = vec![0u8; geometry.park_bytes(table) as usize];
+            let stubs_at = geometry.line_point_bytes() as usize;
+            park[stubs_at..stubs_at + stubs.len()].copy_from_slice(&stubs);
+            let size_at = stubs_at + geometry.stubs_bytes() as usize;
+            let size = stream.len() as u16 | if raw { 0x8000 } else { 0 };
+            park[size_at..size_at + 2].copy_from_slice(&size.to_le_bytes());
+            park[size_at + 2..size_at + 2 + stream.len()].copy_from_slice(&stream);
+            if cut {
+                park.truncate(size_at + 2 + stream.len() / 2);
+            }
+            let line_point = |fill: u8| {
+                let mut deltas = [fill; DELTAS_PER_PARK];
+                Park::decode(&park, geometry, table, Mode::Complete, p, &mut deltas)
+                    .map(|d| d.line_point(p))
+            };
+            prop_assert_eq!(line_point(0xaa), line_point(0));
         }
     }
 
